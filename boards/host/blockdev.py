@@ -1,0 +1,53 @@
+# A file-backed block device for LittleFS on the host (the extended block protocol with
+# offsets, as vfs.VfsLfs2 uses it). Subclasses in tests cut the power at a chosen write.
+import os
+
+_IOCTL_BLOCK_COUNT = 4
+_IOCTL_BLOCK_SIZE = 5
+_IOCTL_BLOCK_ERASE = 6
+
+
+class FileBlockDevice:
+    def __init__(self, path, block_size=4096, block_count=256):
+        self.path = path
+        self.block_size = block_size
+        self.block_count = block_count
+        size = block_size * block_count
+        try:
+            existing = os.stat(path)[6]
+        except OSError:
+            existing = -1
+        if existing != size:
+            with open(path, "wb") as f:
+                chunk = b"\xff" * block_size
+                for _ in range(block_count):
+                    f.write(chunk)
+        self._file = open(path, "r+b")
+        self.writes = 0
+
+    def readblocks(self, block, buf, offset=0):
+        self._file.seek(block * self.block_size + offset)
+        self._file.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # whole-block write: erase implied
+            offset = 0
+        self.writes += 1
+        self._file.seek(block * self.block_size + offset)
+        self._file.write(buf)
+        self._file.flush()
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == _IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == _IOCTL_BLOCK_ERASE:
+            self._file.seek(arg * self.block_size)
+            self._file.write(b"\xff" * self.block_size)
+            self._file.flush()
+            return 0
+        return 0
+
+    def close(self):
+        self._file.close()

@@ -1,0 +1,149 @@
+# The host board: the same firmware on the MicroPython unix port.
+#
+# The device root ($EVC_ROOT) holds what a real board keeps on its flash and pins:
+#   flash.img    LittleFS image, mounted at /flash   (size: $EVC_FLASH_KB, default 2048)
+#   config.json  the device configuration
+#   pins/NAME    one file per pin: "0" or "1"; outputs written here, inputs read from here,
+#                so tests and the simulator see the relay and can plug the EV in.
+# Clock controls for the simulator: $EVC_CLOCK_SPEED (device time runs N times faster),
+# $EVC_TIME_QUALITY (S, I or U at boot), $EVC_CLOCK_OFFSET_S (shift the wall clock).
+import os
+import sys
+
+NAME = "host"
+
+ROOT = os.getenv("EVC_ROOT") or "evc-device"
+FLASH_MOUNT = "/flash"
+
+
+def _int_env(name, default):
+    value = os.getenv(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("%s must be an integer, got %r" % (name, value))
+
+
+CLOCK_SPEED = _int_env("EVC_CLOCK_SPEED", 1)
+CLOCK_OFFSET_S = _int_env("EVC_CLOCK_OFFSET_S", 0)
+_FLASH_KB = _int_env("EVC_FLASH_KB", 2048)
+_BLOCK = 4096
+
+
+def _ensure_dir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def rtc_quality():
+    # The host's clock is kept by the OS (NTP); tests can pretend it was never set.
+    return os.getenv("EVC_TIME_QUALITY") or "S"
+
+
+def config_path():
+    return ROOT + "/config.json"
+
+
+def mount_flash():
+    """Mount LittleFS from the flash image (format a blank one) and return the mount point."""
+    import vfs
+    from blockdev import FileBlockDevice
+
+    _ensure_dir(ROOT)
+    try:
+        vfs.umount(FLASH_MOUNT)
+    except OSError:
+        pass
+    dev = FileBlockDevice(ROOT + "/flash.img", _BLOCK, _FLASH_KB * 1024 // _BLOCK)
+    try:
+        vfs.mount(vfs.VfsLfs2(dev), FLASH_MOUNT)
+    except OSError:
+        vfs.VfsLfs2.mkfs(dev)
+        vfs.mount(vfs.VfsLfs2(dev), FLASH_MOUNT)
+    return FLASH_MOUNT
+
+
+def open_uart(spec, baudrate=9600, bits=8, parity=None, stop=1):
+    from serial_posix import SerialStream
+
+    return SerialStream(spec, baudrate, bits, parity, stop)
+
+
+class Pin:
+    """A pin backed by ROOT/pins/NAME: writes for outputs, reads for inputs."""
+
+    def __init__(self, name, value=None):
+        _ensure_dir(ROOT)
+        _ensure_dir(ROOT + "/pins")
+        self.name = name
+        self._path = ROOT + "/pins/" + name
+        if value is not None:
+            self.value(value)
+
+    def value(self, v=None):
+        if v is None:
+            try:
+                with open(self._path) as f:
+                    return 1 if f.read(1) == "1" else 0
+            except OSError:
+                return 0
+        with open(self._path, "w") as f:
+            f.write("1" if v else "0")
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+def pin(name, value=None):
+    return Pin(name, value)
+
+
+class Watchdog:
+    """A real watchdog: a thread kills the process when it is not fed in time.
+
+    The unix port has no os.kill; the shell that os.system starts is our child, so its
+    $PPID is this process.
+    """
+
+    def __init__(self, timeout_ms):
+        import _thread
+        import time
+
+        self._time = time
+        self.timeout_ms = timeout_ms
+        self._fed = time.ticks_ms()
+        self._stopped = False
+        _thread.start_new_thread(self._watch, ())
+
+    def feed(self):
+        self._fed = self._time.ticks_ms()
+
+    def stop(self):
+        self._stopped = True
+
+    def _watch(self):
+        t = self._time
+        while not self._stopped:
+            t.sleep_ms(100)
+            if t.ticks_diff(t.ticks_ms(), self._fed) > self.timeout_ms and not self._stopped:
+                sys.stderr.write("WATCHDOG: not fed for %d ms, resetting\n" % self.timeout_ms)
+                os.system("kill -9 $PPID")
+
+
+def unique_id():
+    # Stable per device root, like the ESP32's MAC.
+    import hashlib
+
+    return hashlib.sha256(ROOT.encode()).digest()[:6]
+
+
+def reset():
+    sys.exit(75)  # the simulator restarts a device that exits with 75, like a reset

@@ -1,0 +1,208 @@
+# Device configuration: defaults live here, config.json on the device overrides them.
+# Every field is checked against SCHEMA before anything uses it; a bad config gets one clear
+# message naming the field and is never half-applied. docs/config.md describes each field.
+import json
+
+PARITIES = ("N", "E", "O")
+BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+DEFAULTS = {
+    "device_id": None,  # None: derived from the MAC ("evc-" + hex)
+    "site_secret": None,  # hex, >= 16 bytes: card tokens are HMAC-SHA256(secret, UID)
+    "tz": "UTC0",  # POSIX TZ rule for time-of-day tariffs
+    "currency": "EUR",
+    "meter": {
+        "url": None,  # tcp://host:port, a serial path (host) or uart1 (ESP32)
+        "model": "sdm630",
+        "unit": 1,
+        "baud": 9600,
+        "parity": "N",
+        "stop": 1,
+        "poll_ms": 1000,
+        "timeout_ms": 200,
+        "retries": 2,
+        "max_power_w": 25000,
+        "max_age_ms": 5000,
+    },
+    "nfc": {
+        "url": None,
+        "reader": "pn532",
+        "poll_ms": 250,
+    },
+    "uplink": {
+        "broker": None,  # mqtt://host:port or mqtts://host:port
+        "prefix": "evc",
+        "user": None,
+        "password": None,
+        "ca": None,  # path of the CA certificate (PEM/DER) for mqtts
+        "keepalive_s": 30,
+    },
+    "backend_key": None,  # hex SubjectPublicKeyInfo DER of the backend's P-256 key
+    "session": {
+        "min_energy_wh": 10,  # below this a session is void
+        "unplug_power_w": 50,
+        "unplug_after_s": 0,  # 0: no unplug detection by power
+        "meter_fault_s": 30,
+        "max_energy_wh": 0,  # 0: no limit
+        "max_duration_s": 0,
+        "max_cost": 0,
+    },
+    "auth": {
+        "unknown": "reject",  # reject | online | offline
+        "online_timeout_ms": 3000,
+        "offline_max_wh": 10000,
+        "offline_max_cost": 1000,
+        "prepaid_min": 100,
+        "master_tokens": [],
+        "cache_size": 256,
+    },
+    "journal": {
+        "max_bytes": 512 * 1024,
+        "checkpoint_s": 60,
+    },
+    "pins": {},  # role -> pin name/number on the board: relay, plug, led_ok, led_fault, buzzer
+    "watchdog_ms": 8000,
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _is_hex(s, min_bytes=1):
+    if not isinstance(s, str) or len(s) % 2 or len(s) < 2 * min_bytes:
+        return False
+    try:
+        int(s, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _url(*schemes):
+    def check(v):
+        for scheme in schemes:
+            if v.startswith(scheme):
+                rest = v[len(scheme):]
+                host, sep, port = rest.rpartition(":")
+                return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+        return False
+
+    return check
+
+
+def _stream_url(v):
+    return _url("tcp://")(v) or (len(v) > 0 and not v.startswith("tcp:"))
+
+
+def _int_range(lo, hi):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _one_of(*values):
+    return lambda v: v in values
+
+
+_STR = (str,)
+_OPT_STR = (str, type(None))
+
+# path: (allowed types, check, what a good value looks like)
+SCHEMA = {
+    "device_id": (_OPT_STR, lambda v: v is None or 1 <= len(v) <= 32 and all(c.isalpha() or c.isdigit() or c in "-_" for c in v), "1-32 letters, digits, - or _"),
+    "site_secret": (_OPT_STR, lambda v: v is None or _is_hex(v, 16), "hex string of at least 16 bytes"),
+    "tz": (_STR, lambda v: 0 < len(v) < 64, "a POSIX TZ rule such as CET-1CEST,M3.5.0,M10.5.0/3"),
+    "currency": (_STR, lambda v: len(v) == 3 and v.isupper(), "an ISO 4217 code such as EUR"),
+    "meter.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a UART name/path"),
+    "meter.model": (_STR, lambda v: 0 < len(v) < 32, "a meter model name"),
+    "meter.unit": (None, _int_range(1, 247), "a Modbus slave id 1..247"),
+    "meter.baud": (None, _one_of(*BAUDS), "one of %s" % (BAUDS,)),
+    "meter.parity": (_STR, _one_of(*PARITIES), "N, E or O"),
+    "meter.stop": (None, _int_range(1, 2), "1 or 2"),
+    "meter.poll_ms": (None, _int_range(100, 60000), "100..60000 ms"),
+    "meter.timeout_ms": (None, _int_range(20, 5000), "20..5000 ms"),
+    "meter.retries": (None, _int_range(0, 5), "0..5"),
+    "meter.max_power_w": (None, _int_range(1, 1000000), "1..1000000 W"),
+    "meter.max_age_ms": (None, _int_range(100, 600000), "100..600000 ms"),
+    "nfc.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a bus name/path"),
+    "nfc.reader": (_STR, _one_of("pn532", "mfrc522"), "pn532 or mfrc522"),
+    "nfc.poll_ms": (None, _int_range(20, 5000), "20..5000 ms"),
+    "uplink.broker": (_OPT_STR, lambda v: v is None or _url("mqtt://", "mqtts://")(v), "mqtt://host:port or mqtts://host:port"),
+    "uplink.prefix": (_STR, lambda v: 0 < len(v) < 32 and "/" not in v and "+" not in v and "#" not in v, "a topic word without / + #"),
+    "uplink.user": (_OPT_STR, lambda v: True, "a string"),
+    "uplink.password": (_OPT_STR, lambda v: True, "a string"),
+    "uplink.ca": (_OPT_STR, lambda v: True, "a file path"),
+    "uplink.keepalive_s": (None, _int_range(5, 3600), "5..3600 s"),
+    "backend_key": (_OPT_STR, lambda v: v is None or _is_hex(v, 64), "hex DER SubjectPublicKeyInfo of a P-256 key"),
+    "session.min_energy_wh": (None, _int_range(0, 100000), "0..100000 Wh"),
+    "session.unplug_power_w": (None, _int_range(0, 100000), "0..100000 W"),
+    "session.unplug_after_s": (None, _int_range(0, 86400), "0..86400 s"),
+    "session.meter_fault_s": (None, _int_range(1, 3600), "1..3600 s"),
+    "session.max_energy_wh": (None, _int_range(0, 10000000), "0 (none)..10000000 Wh"),
+    "session.max_duration_s": (None, _int_range(0, 30 * 86400), "0 (none)..2592000 s"),
+    "session.max_cost": (None, _int_range(0, 10000000), "0 (none)..10000000 minor units"),
+    "auth.unknown": (_STR, _one_of("reject", "online", "offline"), "reject, online or offline"),
+    "auth.online_timeout_ms": (None, _int_range(100, 30000), "100..30000 ms"),
+    "auth.offline_max_wh": (None, _int_range(0, 1000000), "0..1000000 Wh"),
+    "auth.offline_max_cost": (None, _int_range(0, 10000000), "0..10000000 minor units"),
+    "auth.prepaid_min": (None, _int_range(0, 10000000), "0..10000000 minor units"),
+    "auth.master_tokens": ((list,), lambda v: all(_is_hex(t, 16) and len(t) == 32 for t in v), "a list of 32-hex-digit card tokens"),
+    "auth.cache_size": (None, _int_range(0, 10000), "0..10000 entries"),
+    "journal.max_bytes": (None, _int_range(16 * 1024, 64 * 1024 * 1024), "16 KiB..64 MiB"),
+    "journal.checkpoint_s": (None, _int_range(5, 3600), "5..3600 s"),
+    "pins": ((dict,), lambda v: all(isinstance(k, str) and isinstance(p, (str, int)) for k, p in v.items()), "role -> pin name or number"),
+    "watchdog_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
+}
+
+
+def _merge(defaults, override, prefix=""):
+    out = {}
+    for key, value in defaults.items():
+        out[key] = dict(value) if isinstance(value, dict) and key != "pins" else value
+    for key, value in override.items():
+        path = prefix + key
+        if key not in defaults:
+            raise ConfigError("%s: unknown setting" % path)
+        base = defaults[key]
+        if isinstance(base, dict) and key != "pins":
+            if not isinstance(value, dict):
+                raise ConfigError("%s: must be an object" % path)
+            out[key] = _merge(base, value, path + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def _get(cfg, path):
+    for part in path.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def validate(override):
+    """Merge override onto DEFAULTS and check every field; return the full config or raise ConfigError."""
+    if not isinstance(override, dict):
+        raise ConfigError("config: must be a JSON object")
+    cfg = _merge(DEFAULTS, override)
+    for path, (types, check, want) in SCHEMA.items():
+        value = _get(cfg, path)
+        if types is None:
+            ok_type = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok_type = isinstance(value, types)
+        if not ok_type or not check(value):
+            raise ConfigError("%s: got %r, want %s" % (path, value, want))
+    return cfg
+
+
+def load(path):
+    """Read and validate the config file at path; a missing file means all defaults."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return validate({})
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("%s: not valid JSON (%s)" % (path, exc))
+    return validate(data)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tools/, backend/, evc/
+
+from host_tests.support import mpy as _mpy  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--exhaustive",
+        action="store_true",
+        default=False,
+        help="run the full sweeps (every power-cut point, every property example); the default run takes a sample",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "exhaustive: long sweep, only with --exhaustive")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--exhaustive"):
+        return
+    skip = pytest.mark.skip(reason="exhaustive sweep: run with --exhaustive")
+    for item in items:
+        if "exhaustive" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def exhaustive(request) -> bool:
+    return bool(request.config.getoption("--exhaustive"))
+
+
+@pytest.fixture(scope="session")
+def mpy():
+    """The MicroPython runner: mpy.run(code, heap=...), mpy.call("pkg.mod.func", *args)."""
+    return _mpy
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

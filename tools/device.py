@@ -1,0 +1,117 @@
+"""Run the firmware as a device process under the MicroPython unix port (for sim.py and tests)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from host_tests.support import mpy  # noqa: E402
+
+ESP32_HEAP = "160k"  # roughly what a WROOM-32 leaves to MicroPython with the firmware frozen in
+
+
+class DeviceProcess:
+    """One charger: `micropython firmware/main.py` with its own device root."""
+
+    def __init__(self, root: Path, config: dict | None = None, heap: str | int | None = None,
+                 env: dict[str, str] | None = None, echo: bool = False, name: str = "dev"):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            (self.root / "config.json").write_text(json.dumps(config, indent=1))
+        self.heap = heap
+        self.env = {"EVC_ROOT": str(self.root), **(env or {})}
+        self.echo = echo
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+
+    def start(self) -> "DeviceProcess":
+        self.lines.clear()
+        self.proc = subprocess.Popen(
+            [*mpy.command(REPO / "firmware" / "main.py", self.heap)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env=mpy.mpy_env(self.env), cwd=str(REPO / "firmware"),
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if self.echo:
+                print(f"[{self.name}] {line}", flush=True)
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 20, start: int = 0) -> re.Match:
+        """Wait until an output line matches pattern; return the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc and self.proc.poll() is not None and seen == len(self.lines)):
+                    tail = "\n".join(self.lines[-40:])
+                    raise TimeoutError(f"{self.name}: no line matching {pattern!r} within {timeout} s\n{tail}")
+                self._cond.wait(min(left, 0.2))
+
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5) -> int | None:
+        """Stop like a technician's Ctrl-C; kill if it does not stop in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def power_cut(self) -> None:
+        """Kill -9: no clean-up runs, as when the power goes."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def pin(self, name: str) -> int:
+        try:
+            return 1 if (self.root / "pins" / name).read_text()[:1] == "1" else 0
+        except OSError:
+            return 0
+
+    def set_pin(self, name: str, value: int) -> None:
+        (self.root / "pins").mkdir(exist_ok=True)
+        (self.root / "pins" / name).write_text("1" if value else "0")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
