@@ -49,3 +49,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker():
+    """A real MQTT broker (mosquitto, else amqtt) on a free loopback port."""
+    from host_tests.support.broker import Broker
+
+    with Broker() as b:
+        yield b

@@ -10,7 +10,7 @@ import pytest
 
 from host_tests.support import mpy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 BOARDS = REPO / "boards"
 FIRMWARE_FILES = sorted(FIRMWARE.rglob("*.py"))
