@@ -1,0 +1,92 @@
+# JWS compact serialization with ES256 (RFC 7515 / 7518): header.payload.signature, each part
+# base64url; the signature is raw r||s (64 bytes) over the ASCII bytes "header.payload".
+import json
+
+from crypto import b64url, der, ecdsa
+
+_KID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+
+
+class JWSError(ValueError):
+    """A JWS that must not be believed; .reason is a short code (format, header, alg, signature, key)."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+
+
+def header(kid):
+    """The exact header bytes {"alg":"ES256","kid":"<kid>"}; kid is limited to plain characters."""
+    if not isinstance(kid, str) or not 0 < len(kid) <= 64:
+        raise ValueError("kid must be a non-empty string up to 64 characters")
+    for c in kid:
+        if c not in _KID_CHARS:
+            raise ValueError("kid has a character outside [A-Za-z0-9._:-]")
+    return b'{"alg":"ES256","kid":"' + kid.encode() + b'"}'
+
+
+def sign_raw(priv, data):
+    """64-byte r||s ES256 signature of data."""
+    r, s = ecdsa.sign(priv, data)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def sign(priv, payload, kid, signer=None):
+    """Compact JWS bytes of payload (bytes, sent as is). signer(data) -> 64 bytes overrides priv."""
+    signing_input = b64url.encode(header(kid)) + b"." + b64url.encode(payload)
+    sig = signer(signing_input) if signer else sign_raw(priv, signing_input)
+    return signing_input + b"." + b64url.encode(sig)
+
+
+def split(compact):
+    """(header dict, payload bytes, signing input, r, s) without checking the signature."""
+    if isinstance(compact, str):
+        compact = compact.encode()
+    compact = bytes(compact)
+    parts = compact.split(b".")
+    if len(parts) != 3:
+        raise JWSError("format", "expected three dot-separated parts")
+    try:
+        head_bytes = b64url.decode(parts[0])
+        payload = b64url.decode(parts[1])
+        sig = b64url.decode(parts[2])
+    except ValueError as e:
+        raise JWSError("format", str(e))
+    try:
+        head = json.loads(head_bytes)
+    except (ValueError, UnicodeError):
+        raise JWSError("header", "header is not JSON")
+    if not isinstance(head, dict):
+        raise JWSError("header", "header is not an object")
+    if head.get("alg") != "ES256":
+        raise JWSError("alg", "alg must be ES256")
+    if "crit" in head:
+        raise JWSError("header", "crit extensions not supported")
+    if len(sig) != 64:
+        raise JWSError("signature", "ES256 signature must be 64 bytes")
+    signing_input = parts[0] + b"." + parts[1]
+    return head, payload, signing_input, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+
+
+def verify(compact, pub_spki_der, kid=None):
+    """Payload bytes of a JWS signed by the key in pub_spki_der (DER bytes or an affine point).
+
+    Raises JWSError (reason format/header/alg/kid/signature/key) and changes nothing otherwise.
+    When kid is given the header's kid must equal it.
+    """
+    if isinstance(pub_spki_der, tuple):
+        pub = pub_spki_der
+    else:
+        try:
+            pub = der.parse_spki(pub_spki_der)
+        except ValueError as e:
+            raise JWSError("key", str(e))
+    head, payload, signing_input, r, s = split(compact)
+    if kid is not None and head.get("kid") != kid:
+        raise JWSError("kid", "kid does not match")
+    if not ecdsa.verify(pub, signing_input, r, s):
+        raise JWSError("signature", "ES256 signature does not verify")
+    return payload
+
+
+jws_verify = verify
