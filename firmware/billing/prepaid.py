@@ -1,0 +1,73 @@
+# Prepaid spends the backend has not yet seen.
+#
+# The backend's list entry carries the card's balance and bal_seq, the highest device record
+# seq that balance already includes. The device appends (token, seq, charged) for each prepaid
+# session it closes, so available = balance - charges of this token with seq > bal_seq.
+# 24-byte entries in one file; the scan is bounded by the number of prepaid sessions not yet
+# folded into a list the backend pushed, and compact() drops the ones it has.
+import os
+import struct
+
+from micropython import const
+
+from billing.authlist import token_bytes
+
+_ENTRY = const(24)
+_FORMAT = "<16sIi"
+_COMPACT_AT = const(512)
+
+
+class Ledger:
+    def __init__(self, path):
+        self.path = path
+        self._buf = bytearray(_ENTRY)
+        try:
+            self.count = os.stat(path)[6] // _ENTRY
+        except OSError:
+            self.count = 0
+
+    def _entries(self):
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return
+        with f:
+            for _ in range(self.count):
+                if f.readinto(self._buf) != _ENTRY:
+                    return
+                yield struct.unpack(_FORMAT, self._buf)
+
+    def spent_since(self, token, bal_seq):
+        key = token_bytes(token)
+        total = 0
+        for tok, seq, charged in self._entries():
+            if tok == key and seq > bal_seq:
+                total += charged
+        return total
+
+    def record(self, token, seq, charged):
+        """Called when a prepaid session's record (seq) is committed with its charge."""
+        if not isinstance(charged, int) or charged < 0:
+            raise ValueError("charge must be a non-negative integer")
+        with open(self.path, "ab") as f:
+            f.write(struct.pack(_FORMAT, token_bytes(token), seq, charged))
+        self.count += 1
+
+    def compact(self, authlist):
+        """Drop spends that the list's balances already include (after a list update)."""
+        if self.count < _COMPACT_AT:
+            return
+        import binascii
+
+        keep = []
+        for tok, seq, charged in self._entries():
+            entry = authlist.lookup(binascii.hexlify(tok).decode())
+            if entry is not None and entry.balance is not None and seq <= entry.bal_seq:
+                continue
+            keep.append(struct.pack(_FORMAT, tok, seq, charged))
+        tmp = self.path + ".new"
+        with open(tmp, "wb") as f:
+            for item in keep:
+                f.write(item)
+        os.rename(tmp, self.path)
+        self.count = len(keep)
