@@ -1,0 +1,369 @@
+"""A PN532 (NXP UM0701-02) emulated in CPython, speaking HSU frames over TCP or a pseudo-terminal.
+
+Tests put cards in the field (`present`, `remove`) and inject faults into the next exchanges
+(`inject`). The emulator is written from the user manual, independently of the firmware's
+parser, and is checked against adafruit-circuitpython-pn532 (host_tests/nfc/test_pn532_emu.py).
+
+    with Pn532Emulator() as emu:
+        url = emu.serve_tcp()          # or: path = emu.serve_pty()
+        emu.present(bytes.fromhex("04a1b2c3d4e5f6"))
+"""
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+import threading
+import time
+import tty
+from collections import Counter
+from dataclasses import dataclass, field
+
+ACK = b"\x00\x00\xff\x00\xff\x00"
+NACK = b"\x00\x00\xff\xff\x00\x00"
+ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+WAKE = 0x55
+
+# Faults, each consumed by one exchange:
+FAULTS = (
+    "bad_lcs",  # the answer's length checksum is wrong (a NACK gets a good copy)
+    "bad_dcs",  # the answer's data checksum is wrong (a NACK gets a good copy)
+    "nack",  # the command is answered with NACK instead of ACK and not executed
+    "silence",  # the command is ignored: no ACK, no answer
+    "no_answer",  # ACK, then nothing
+    "split",  # ACK and answer arrive in 1..3 byte pieces a few ms apart
+    "noise",  # junk bytes before the ACK and between ACK and answer
+    "truncated",  # the head of a lost frame arrives just before the real answer
+    "error_frame",  # the PN532 reports a syntax error instead of ACK
+)
+
+
+def info_frame(payload: bytes, tfi: int = 0xD5) -> bytes:
+    body = bytes([tfi]) + payload
+    n = len(body)
+    return bytes([0, 0, 0xFF, n, (-n) & 0xFF]) + body + bytes([(-sum(body)) & 0xFF, 0])
+
+
+def default_atqa_sak(uid_len: int) -> tuple[bytes, int]:
+    # ATQA bits 7..6 give the UID size (single, double, triple); SAK of a completed UID.
+    return {4: (b"\x00\x04", 0x08), 7: (b"\x00\x44", 0x00), 10: (b"\x00\x84", 0x20)}[uid_len]
+
+
+@dataclass
+class Card:
+    uid: bytes
+    atqa: bytes
+    sak: int
+    ats: bytes = b""
+
+
+@dataclass
+class Stats:
+    commands: Counter = field(default_factory=Counter)
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    nacks_from_host: int = 0
+    aborts: int = 0
+
+
+class _HostFrames:
+    """Scanner for what the host sends: ACK, NACK, information frames (TFI D4)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self.buf += data
+        out: list[tuple[str, bytes]] = []
+        while True:
+            i = self.buf.find(b"\x00\xff")
+            if i < 0:
+                del self.buf[: max(0, len(self.buf) - 1)]
+                return out
+            rest = self.buf[i + 2 :]
+            if len(rest) < 2:
+                del self.buf[:i]
+                return out
+            n, lcs = rest[0], rest[1]
+            if n == 0 and lcs == 0xFF:
+                out.append(("ack", b""))
+                del self.buf[: i + 4]
+                continue
+            if n == 0xFF and lcs == 0:
+                out.append(("nack", b""))
+                del self.buf[: i + 4]
+                continue
+            if (n + lcs) & 0xFF or n == 0:
+                del self.buf[: i + 2]  # not a frame header: look further
+                continue
+            if len(rest) < 2 + n + 1:
+                del self.buf[:i]
+                return out
+            body = bytes(rest[2 : 2 + n])
+            dcs = rest[2 + n]
+            del self.buf[: i + 2 + 2 + n + 1]
+            if (sum(body) + dcs) & 0xFF:
+                out.append(("bad", b""))
+            else:
+                out.append(("frame", body))
+
+
+class Pn532Emulator:
+    def __init__(self, firmware: tuple[int, int, int, int] = (0x32, 0x01, 0x06, 0x07), seed: int = 1) -> None:
+        self.firmware = firmware
+        self.cards: list[Card] = []
+        self.asleep = True  # HSU: a PN532 needs the 0x55 wake-up before it listens
+        self.max_retries = 0xFF  # power-on default: InListPassiveTarget waits for a card forever
+        self.dead = False  # a reader that answers nothing at all
+        self.stats = Stats()
+        self._faults: list[str] = []
+        self._scanner = _HostFrames()
+        self._last_answer: bytes | None = None
+        self._pending_list: int | None = None  # MaxTg of an InListPassiveTarget still waiting
+        self._lock = threading.RLock()
+        self._rng = random.Random(seed)
+        self._write = lambda data: None
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
+        self._closers: list = []
+        self.port: int | None = None
+
+    # ---- test controls -------------------------------------------------------------
+    def present(self, uid: bytes, atqa: bytes | None = None, sak: int | None = None) -> Card:
+        if len(uid) not in (4, 7, 10):
+            raise ValueError("ISO 14443A UIDs are 4, 7 or 10 bytes")
+        d_atqa, d_sak = default_atqa_sak(len(uid))
+        card = Card(bytes(uid), atqa or d_atqa, d_sak if sak is None else sak)
+        if card.sak & 0x20:
+            card.ats = bytes([0x05, 0x78, 0x80, 0x70, 0x02])  # TL T0 TA TB TC of a typical ISO-DEP card
+        with self._lock:
+            self.cards = [card]
+            if self._pending_list is not None:
+                self._pending_list = None
+                self._answer(self._list_answer(), None)
+        return card
+
+    def remove(self) -> None:
+        with self._lock:
+            self.cards = []
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+        with self._lock:
+            self._faults += [fault] * count
+
+    def pending_faults(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+    # ---- byte interface ------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            self.stats.rx_bytes += len(data)
+            if self.dead:
+                return
+            if self.asleep:
+                i = data.find(bytes([WAKE]))
+                if i < 0:
+                    return
+                self.asleep = False
+                data = data[i + 1 :]
+            for kind, body in self._scanner.feed(data):
+                self._on_host(kind, body)
+
+    def _send(self, data: bytes) -> None:
+        self.stats.tx_bytes += len(data)
+        self._write(data)
+
+    def _take_fault(self) -> str | None:
+        return self._faults.pop(0) if self._faults else None
+
+    def _on_host(self, kind: str, body: bytes) -> None:
+        if kind == "ack":  # the host aborts the running command
+            self.stats.aborts += 1
+            self._pending_list = None
+            return
+        if kind == "nack":
+            self.stats.nacks_from_host += 1
+            if self._last_answer is not None:
+                self._send(self._last_answer)
+            return
+        if kind == "bad":
+            return  # a frame with a bad checksum is ignored; the host times out
+        if len(body) < 2 or body[0] != 0xD4:
+            self._send(ERROR_FRAME)
+            return
+        self._pending_list = None
+        fault = self._take_fault()
+        if fault == "silence":
+            return
+        if fault == "nack":
+            self._send(NACK)
+            return
+        if fault == "error_frame":
+            self._send(ERROR_FRAME)
+            return
+        cmd, params = body[1], body[2:]
+        self.stats.commands[cmd] += 1
+        if fault == "noise":
+            self._send(self._noise())
+        self._send_maybe_split(ACK, fault)
+        answer = self._execute(cmd, params)
+        if answer is None or fault == "no_answer":
+            return
+        self._answer(answer, fault)
+
+    def _answer(self, payload: bytes, fault: str | None) -> None:
+        frame = info_frame(payload)
+        self._last_answer = frame
+        if fault == "noise":
+            self._send(self._noise())
+        elif fault == "truncated":
+            self._send(info_frame(b"\x4b\x01\x01\x00\x04\x08\x04")[:8])
+        if fault in ("bad_lcs", "bad_dcs"):
+            bad = bytearray(frame)
+            bad[4 if fault == "bad_lcs" else len(bad) - 2] ^= 0x5A
+            self._send(bytes(bad))
+            return
+        self._send_maybe_split(frame, fault)
+
+    def _send_maybe_split(self, data: bytes, fault: str | None) -> None:
+        if fault != "split":
+            self._send(data)
+            return
+        i = 0
+        while i < len(data):
+            n = self._rng.randint(1, 3)
+            self._send(data[i : i + n])
+            i += n
+            time.sleep(0.003)
+
+    def _noise(self) -> bytes:
+        # No zero bytes, so the noise itself never contains a start code.
+        return bytes(self._rng.randint(1, 255) for _ in range(self._rng.randint(3, 12)))
+
+    def _execute(self, cmd: int, p: bytes) -> bytes | None:
+        if cmd == 0x02:  # GetFirmwareVersion
+            return bytes([0x03, *self.firmware])
+        if cmd == 0x14:  # SAMConfiguration
+            if not p or p[0] not in (1, 2, 3, 4):
+                self._send(ERROR_FRAME)
+                return None
+            return b"\x15"
+        if cmd == 0x32:  # RFConfiguration
+            if len(p) >= 4 and p[0] == 0x05:
+                self.max_retries = p[3]
+            return b"\x33"
+        if cmd == 0x4A:  # InListPassiveTarget
+            if len(p) < 2 or p[0] not in (1, 2):
+                self._send(ERROR_FRAME)
+                return None
+            if p[1] != 0x00:  # only 106 kbps type A cards live here
+                return b"\x4b\x00"
+            if self.cards:
+                return self._list_answer()
+            if self.max_retries == 0xFF:
+                self._pending_list = p[0]  # answer when a card arrives or the host aborts
+                return None
+            time.sleep(0.001 * (self.max_retries + 1))  # each activation try takes ~1 ms
+            return b"\x4b\x00"
+        if cmd == 0x52:  # InRelease
+            return b"\x53\x00"
+        if cmd == 0x44:  # InDeselect
+            return b"\x45\x00"
+        self._send(ERROR_FRAME)
+        return None
+
+    def _list_answer(self) -> bytes:
+        card = self.cards[0]
+        ans = bytes([0x4B, 1, 1]) + card.atqa + bytes([card.sak, len(card.uid)]) + card.uid
+        return ans + card.ats
+
+    # ---- transports -----------------------------------------------------------------
+    def serve_tcp(self) -> str:
+        """Listen on a free loopback port; one client at a time (a new one replaces the old)."""
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        srv.settimeout(0.1)
+        self.port = srv.getsockname()[1]
+        self._closers.append(srv.close)
+        self._spawn(self._accept_loop, srv)
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _accept_loop(self, srv: socket.socket) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._closers.append(conn.close)
+            with self._lock:
+                self._write = lambda data, c=conn: self._sock_write(c, data)
+                self._scanner = _HostFrames()
+            self._spawn(self._pump, lambda: conn.recv(256), conn)
+
+    @staticmethod
+    def _sock_write(conn: socket.socket, data: bytes) -> None:
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass
+
+    def serve_pty(self) -> str:
+        """A pseudo-terminal; returns the path of its device side for the host driver."""
+        master, slave = os.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        self._closers += [lambda: os.close(master), lambda: os.close(slave)]
+
+        def write(data: bytes) -> None:
+            try:
+                os.write(master, data)
+            except OSError:
+                pass
+
+        self._write = write
+        self._spawn(self._pump, lambda: os.read(master, 256), master)
+        return path
+
+    def _pump(self, read, fileobj) -> None:
+        while not self._closing.is_set():
+            try:
+                ready, _, _ = select.select([fileobj], [], [], 0.05)
+                if not ready:
+                    continue
+                data = read()
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            self.feed(data)
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def close(self) -> None:
+        self._closing.set()
+        for t in self._threads:
+            t.join(timeout=1)
+        for c in self._closers:
+            try:
+                c()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Pn532Emulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
