@@ -1,0 +1,122 @@
+"""python -m backend COMMAND: serve, device, tariff, authlist, card, cmd, keys, export, import."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DB = "backend.db"
+DEFAULT_KEYS = "backend-keys"
+
+
+def _epoch(text: str) -> int:
+    """Epoch seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp())
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--db", default=os.environ.get("EVC_DB", DEFAULT_DB),
+                   help="SQLite file path or postgresql://user:pass@host/db (env EVC_DB; default %(default)s)")
+    p.add_argument("--broker", default=os.environ.get("EVC_BROKER", "mqtt://127.0.0.1:1883"),
+                   help="mqtt://host:port or mqtts://host:port (env EVC_BROKER)")
+    p.add_argument("--prefix", default="evc", help="MQTT topic prefix (default %(default)s)")
+    p.add_argument("--keys", default=os.environ.get("EVC_BACKEND_KEYS", DEFAULT_KEYS),
+                   help="folder of the backend key and site secret (env EVC_BACKEND_KEYS)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    top = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def leaf(parent, name: str, helptext: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, parents=[common], help=helptext, description=helptext)
+
+    serve = leaf(sub, "serve", "ingest records: verify, store exactly once, acknowledge")
+    serve.add_argument("--group", default="evc-backend", help="shared subscription group (workers with one group split the load)")
+    serve.add_argument("--no-share", action="store_true", help="plain subscription (a broker without shared subscriptions)")
+    serve.add_argument("--gap-grace", type=int, default=30, help="seconds a record may wait for its predecessor before a gap is reported")
+    serve.add_argument("--batch", type=int, default=64, help="most messages stored in one transaction")
+
+    device = sub.add_parser("device", help="device registry").add_subparsers(dest="action", required=True)
+    add = leaf(device, "add", "register a device and its public key")
+    add.add_argument("id")
+    add.add_argument("--pubkey", required=True, type=Path, help="P-256 public key: PEM, DER or hex DER")
+    leaf(device, "list", "registered devices and their acknowledged seq")
+
+    tariff = sub.add_parser("tariff", help="tariffs").add_subparsers(dest="action", required=True)
+    tpush = leaf(tariff, "push", "compile an OCPI 2.2.1 tariff, sign it and publish it retained")
+    _target(tpush)
+    tpush.add_argument("file", type=Path, help="OCPI 2.2.1 tariff JSON")
+    tpush.add_argument("--contract", help="the tariff for this contract id (default: the device's default tariff)")
+    tpush.add_argument("--tz", default="UTC0", help="POSIX TZ rule the device judges time restrictions in")
+
+    authlist = sub.add_parser("authlist", help="card lists").add_subparsers(dest="action", required=True)
+    apush = leaf(authlist, "push", "publish a signed card list (full, or --diff)")
+    _target(apush)
+    apush.add_argument("file", type=Path, nargs="?", help="card list CSV (uid|token,status,exp,contract,balance)")
+    apush.add_argument("--diff", action="store_true", help="differential: the CSV's rows plus every balance that moved")
+
+    card = sub.add_parser("card", help="prepaid accounts").add_subparsers(dest="action", required=True)
+    credit = leaf(card, "credit", "add to (or, negative, take from) a prepaid balance")
+    who = credit.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token")
+    who.add_argument("--uid", help="card UID in hex (token computed with the site secret)")
+    credit.add_argument("amount", type=int, help="minor units")
+
+    cmd = sub.add_parser("cmd", help="commands").add_subparsers(dest="action", required=True)
+    stop = leaf(cmd, "stop", "remote stop of the running session")
+    stop.add_argument("device")
+    stop.add_argument("--ttl", type=int, default=300, help="seconds the command stays valid")
+
+    keys = sub.add_parser("keys", help="backend key pair and site secret").add_subparsers(dest="action", required=True)
+    kinit = leaf(keys, "init", "create the backend key pair and the site secret")
+    kinit.add_argument("--force", action="store_true")
+    kinit.add_argument("--site-secret", help="hex (default: 32 random bytes)")
+    leaf(keys, "show", "print the device config values: backend_key and site_secret")
+
+    export = leaf(sub, "export", "sessions as CSV or OCPI 2.2.1 CDR JSON")
+    export.add_argument("--format", choices=("csv", "ocpi-cdr"), default="csv")
+    export.add_argument("--from", dest="start", type=_epoch, help="sessions starting at or after (epoch or ISO)")
+    export.add_argument("--to", dest="end", type=_epoch, help="sessions starting before (epoch or ISO)")
+    export.add_argument("--device")
+    export.add_argument("--out", type=Path, help="file (default: stdout)")
+    export.add_argument("--country", default="DE", help="OCPI country_code of the CPO")
+    export.add_argument("--party", default="EVC", help="OCPI party_id of the CPO")
+
+    imp = leaf(sub, "import", "verify and store records exported over USB (tools/flash.py export-journal)")
+    imp.add_argument("dir", type=Path)
+
+    leaf(sub, "anomalies", "list stored anomalies")
+    return top
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", nargs="?", help="device id")
+    p.add_argument("--all", action="store_true", help="every registered device")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from backend import commands  # heavy imports only after argument errors had their chance
+
+    try:
+        return commands.run(args)
+    except (ValueError, OSError, ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

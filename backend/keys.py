@@ -1,0 +1,104 @@
+"""The backend's P-256 key pair (signs downlink documents) and the site secret (card tokens).
+
+Kept as files in one folder (default ./backend-keys, or --keys / EVC_BACKEND_KEYS):
+backend.key (PKCS#8 PEM, mode 600), backend.pub (hex SubjectPublicKeyInfo DER: the device config's
+`backend_key`), site.secret (hex: the device config's `site_secret`).
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+KID = "backend"
+
+
+class KeyMaterialError(ValueError):
+    """Missing or unreadable key material (clear message for the operator)."""
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(data: bytes) -> bytes:
+    """A P-256 public key as PEM, DER or hex DER -> SubjectPublicKeyInfo DER (raises ValueError)."""
+    text = data.strip()
+    if text.startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(text)
+    else:
+        try:
+            der = bytes.fromhex(text.decode())
+        except (UnicodeDecodeError, ValueError):
+            der = data
+        key = serialization.load_der_public_key(der)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("not a P-256 (secp256r1) public key")
+    return spki_der(key)
+
+
+class Keys:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    @property
+    def key_file(self) -> Path:
+        return self.folder / "backend.key"
+
+    def init(self, force: bool = False, site_secret: str | None = None) -> None:
+        if self.key_file.exists() and not force:
+            raise KeyMaterialError(f"{self.key_file} exists; --force replaces it (devices must then get the new backend_key)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        (self.folder / "backend.pub").write_text(spki_der(key.public_key()).hex() + "\n")
+        secret = site_secret or secrets.token_hex(32)
+        if len(bytes.fromhex(secret)) < 16:
+            raise KeyMaterialError("the site secret must be at least 16 bytes of hex")
+        (self.folder / "site.secret").write_text(secret + "\n")
+
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        try:
+            key = serialization.load_pem_private_key(self.key_file.read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise KeyMaterialError(f"no backend key at {self.key_file} ({exc}); run `python -m backend keys init`") from None
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    def public_hex(self) -> str:
+        return spki_der(self.private_key().public_key()).hex()
+
+    def site_secret(self) -> bytes:
+        try:
+            return bytes.fromhex((self.folder / "site.secret").read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise KeyMaterialError(f"no site secret in {self.folder} ({exc}); run `python -m backend keys init`") from None
+
+
+def card_token(secret: bytes, uid: bytes) -> str:
+    """The blueprint's card token: first 16 bytes of HMAC-SHA256(site secret, UID), lower-case hex."""
+    return hmac.new(secret, uid, hashlib.sha256).digest()[:16].hex()
+
+
+def sign_document(key: ec.EllipticCurvePrivateKey, payload: dict) -> str:
+    """JWS compact, ES256, kid "backend", deterministic nonce (RFC 6979), r||s signature."""
+    header = b64url(json.dumps({"alg": "ES256", "kid": KID}, separators=(",", ":")).encode())
+    body = b64url(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    der = key.sign(f"{header}.{body}".encode(), ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    return f"{header}.{body}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

@@ -1,0 +1,140 @@
+"""Database tables (SQLAlchemy 2 typed ORM). Money in minor units, energy in Wh, time in epoch s.
+
+The alembic migrations in backend/migrations create exactly these tables; a test compares them.
+"""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    """A registered charger. head_seq/head_hash: the end of its verified, gap-free chain; that is
+    also the cumulative ack (every seq 1..head_seq is stored, as a session or as an anomaly)."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pubkey: Mapped[bytes] = mapped_column(LargeBinary)  # SubjectPublicKeyInfo DER, P-256
+    added_at: Mapped[int] = mapped_column(BigInteger)
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Session(Base):
+    """A verified, chained record: the billable session."""
+
+    __tablename__ = "sessions"
+    dev: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[str] = mapped_column(Text)  # the JWS exactly as received
+    token: Mapped[str] = mapped_column(String(64), index=True)
+    auth: Mapped[str] = mapped_column(String(16))
+    contract: Mapped[str | None] = mapped_column(String(64))
+    tariff_id: Mapped[str] = mapped_column(String(64))
+    tariff_ver: Mapped[str] = mapped_column(String(32))
+    start_t: Mapped[int] = mapped_column(BigInteger, index=True)
+    start_tq: Mapped[str] = mapped_column(String(1))
+    start_wh: Mapped[int] = mapped_column(BigInteger)
+    stop_t: Mapped[int] = mapped_column(BigInteger)
+    stop_tq: Mapped[str] = mapped_column(String(1))
+    stop_wh: Mapped[int] = mapped_column(BigInteger)
+    stop_reason: Mapped[str] = mapped_column(String(16))
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    cost_excl: Mapped[int] = mapped_column(BigInteger)
+    cost_incl: Mapped[int] = mapped_column(BigInteger)
+    flags: Mapped[str] = mapped_column(String(255))  # comma-separated
+    meter_model: Mapped[str] = mapped_column(String(64))
+    meter_serial: Mapped[str] = mapped_column(String(64))
+    fw: Mapped[str] = mapped_column(String(32))
+    ocmf: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the signed payload JSON, as received
+    charged: Mapped[int] = mapped_column(BigInteger, default=0)  # taken from a prepaid balance
+    stored_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Pending(Base):
+    """A record signed by its device whose predecessor has not arrived yet (two workers can take a
+    device's records out of order, and a real gap waits here): not billed, not acknowledged."""
+
+    __tablename__ = "pending"
+    dev: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    prev: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[str] = mapped_column(Text)
+    problem: Mapped[str | None] = mapped_column(Text)  # "kind: detail" found at arrival, if any
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    gap_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Anomaly(Base):
+    """Anything that is not a billable session: kept with the raw message for review.
+    slot=True: the record was signed by its device, so it fills its seq (and is acknowledged);
+    forged or unknown messages never fill a slot."""
+
+    __tablename__ = "anomalies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dev: Mapped[str | None] = mapped_column(String(64), index=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(String(255))
+    raw: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str | None] = mapped_column(String(64))
+    slot: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_anomalies_slot", Anomaly.dev, Anomaly.seq, unique=True,
+      sqlite_where=text("slot"), postgresql_where=text("slot"))
+
+
+class Card(Base):
+    """A card known to the backend. balance None: postpaid; else prepaid, in minor units."""
+
+    __tablename__ = "cards"
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    exp: Mapped[int | None] = mapped_column(BigInteger)
+    contract: Mapped[str | None] = mapped_column(String(64))
+    balance: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Downlink(Base):
+    """Every signed document published, with its version (monotonic per device and type)."""
+
+    __tablename__ = "downlinks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dev: Mapped[str] = mapped_column(String(32), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    ver: Mapped[int] = mapped_column(BigInteger)
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    parts: Mapped[int] = mapped_column(Integer, default=1)
+    doc: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ListEntry(Base):
+    """The card list as last sent to a device: the base of differential pushes."""
+
+    __tablename__ = "list_entries"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entry: Mapped[str] = mapped_column(Text)  # JSON of the entry as sent
+
+
+class TariffSource(Base):
+    """The OCPI tariffs a device prices with: contract "" is the default. Every push recompiles the
+    device's whole tariff document (default + per-contract) from these."""
+
+    __tablename__ = "tariff_sources"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contract: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ocpi: Mapped[str] = mapped_column(Text)  # the OCPI 2.2.1 tariff object, JSON

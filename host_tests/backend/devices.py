@@ -1,0 +1,114 @@
+"""Records for the backend tests, made by the firmware itself under MicroPython (crypto/keys.py,
+billing/record.py), plus a test device that publishes them over MQTT and resends what is unacked."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_tests.support import mpy
+
+BASE_T = 1_760_000_000  # 2025-10-09, a time the records claim
+
+
+@dataclass(frozen=True)
+class Made:
+    dev: str
+    pubkey_pem: bytes
+    records: list[str]  # JWS, seq 1..n in order
+
+
+def session_fields(dev: str, seq: int, token: str, cost: int = 250, wh: int = 1500) -> dict:
+    """The schema fields of one finished session (the firmware adds energy_wh, ocmf and signs)."""
+    start = BASE_T + seq * 3600
+    return {
+        "v": 1, "dev": dev, "seq": seq, "token": token, "auth": "list", "contract": None,
+        "tariff": {"id": "std", "ver": 3},
+        "start": {"t": start, "tq": "S", "wh": 100_000 + seq * 10_000},
+        "stop": {"t": start + 1800, "tq": "S", "wh": 100_000 + seq * 10_000 + wh, "reason": "card"},
+        "meter": {"model": "sdm630", "serial": "M-0001"},
+        "cost": {"currency": "EUR", "excl": cost * 100 // 119, "incl": cost, "lines": [{"dim": "ENERGY", "incl": cost}]},
+        "flags": [], "fw": "0.1.0",
+    }
+
+
+_MAKE = """
+import json
+from crypto import keys, der
+from billing import record
+key = keys.load_or_create(KEY)
+prev = PREV
+for f in json.loads(FIELDS):
+    if f.get("prev") is None:
+        f["prev"] = prev
+    body, j = record.seal(key, f)
+    prev = record.digest(body)
+    emit({"jws": j.decode() if isinstance(j, (bytes, bytearray)) else j, "hash": prev})
+emit({"pem": key.public_pem() if isinstance(key.public_pem(), str) else key.public_pem().decode()})
+"""
+
+
+def make_records(root: Path, dev: str, fields: list[dict], prev: str = "") -> tuple[bytes, list[str], list[str]]:
+    """Seal `fields` (each without prev: chained from `prev`) with the firmware's key for dev
+    (created under root on first use). Returns (public key PEM, JWS list, payload hashes)."""
+    key = root / f"{dev}.key"
+    code = (_MAKE.replace("KEY", json.dumps(str(key))).replace("PREV", json.dumps(prev))
+            .replace("FIELDS", repr(json.dumps(fields))))
+    out = mpy.run(code, timeout=600).results
+    return out[-1]["pem"].encode(), [o["jws"] for o in out[:-1]], [o["hash"] for o in out[:-1]]
+
+
+def make_device(root: Path, dev: str, n: int, tokens: list[str]) -> Made:
+    pem, jws, _ = make_records(root, dev, [session_fields(dev, s, tokens[(s - 1) % len(tokens)]) for s in range(1, n + 1)])
+    return Made(dev, pem, jws)
+
+
+class TestDevice:
+    """Publishes records at QoS 1 as a charger would and tracks the backend's cumulative acks;
+    `resend_unacked()` is what the firmware does after every reconnect."""
+
+    def __init__(self, broker_url: str, dev: str, records: list[str], prefix: str = "evc"):
+        from backend.mqtt import connect, make_client
+
+        self.dev, self.records, self.prefix = dev, records, prefix
+        self.acked = 0
+        self.acks: list[int] = []
+        self._cond = threading.Condition()
+        self.client = make_client(broker_url, f"test-{dev}")
+        self.client.on_message = self._on_message
+        connect(self.client, broker_url)
+        self.client.subscribe(f"{prefix}/{dev}/ack", qos=1)
+        time.sleep(0.2)  # SUBACK before the first record
+
+    def _on_message(self, _c, _u, msg) -> None:
+        seq = json.loads(msg.payload)["seq"]
+        with self._cond:
+            self.acks.append(seq)
+            self.acked = max(self.acked, seq)
+            self._cond.notify_all()
+
+    def send(self, seqs) -> None:
+        for s in seqs:
+            self.client.publish(f"{self.prefix}/{self.dev}/rec", self.records[s - 1], qos=1).wait_for_publish(10)
+
+    def send_raw(self, payload: str) -> None:
+        self.client.publish(f"{self.prefix}/{self.dev}/rec", payload, qos=1).wait_for_publish(10)
+
+    def resend_unacked(self) -> None:
+        self.send(range(self.acked + 1, len(self.records) + 1))
+
+    def wait_acked(self, seq: int, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.acked < seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
