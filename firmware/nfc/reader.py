@@ -41,7 +41,7 @@ class Reader:
         self._held_len = 0
         self._absent = 0
         self._ready = False
-        self.polls = 0
+        self.polls = 0  # polls the reader answered
         self.taps = 0
         self.faults = 0
         self.fault_streak = 0
@@ -56,9 +56,9 @@ class Reader:
         if not self._ready:
             await self.driver.init()
             self._ready = True
-        self.polls += 1
         uid = self._uid
         n = await self.driver.read_uid(uid)
+        self.polls += 1
         if n == 0:
             if self._held_len:
                 self._absent += 1

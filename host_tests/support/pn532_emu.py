@@ -118,6 +118,10 @@ class Pn532Emulator:
         self.dead = False  # a reader that answers nothing at all
         self.stats = Stats()
         self._faults: list[str] = []
+        self._plan: list[tuple[bytes | None, str | None]] = []
+        self._armed = False
+        self.plan_done = threading.Event()
+        self.lists_done = 0  # InListPassiveTarget commands executed
         self._scanner = _HostFrames()
         self._last_answer: bytes | None = None
         self._pending_list: int | None = None  # MaxTg of an InListPassiveTarget still waiting
@@ -131,17 +135,22 @@ class Pn532Emulator:
 
     # ---- test controls -------------------------------------------------------------
     def present(self, uid: bytes, atqa: bytes | None = None, sak: int | None = None) -> Card:
+        card = self._card(uid, atqa, sak)
+        with self._lock:
+            self.cards = [card]
+            if self._pending_list is not None:
+                self._pending_list = None
+                self._answer(self._list_answer(), None)
+        return card
+
+    @staticmethod
+    def _card(uid: bytes, atqa: bytes | None = None, sak: int | None = None) -> Card:
         if len(uid) not in (4, 7, 10):
             raise ValueError("ISO 14443A UIDs are 4, 7 or 10 bytes")
         d_atqa, d_sak = default_atqa_sak(len(uid))
         card = Card(bytes(uid), atqa or d_atqa, d_sak if sak is None else sak)
         if card.sak & 0x20:
             card.ats = bytes([0x05, 0x78, 0x80, 0x70, 0x02])  # TL T0 TA TB TC of a typical ISO-DEP card
-        with self._lock:
-            self.cards = [card]
-            if self._pending_list is not None:
-                self._pending_list = None
-                self._answer(self._list_answer(), None)
         return card
 
     def remove(self) -> None:
@@ -153,6 +162,15 @@ class Pn532Emulator:
             raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
         with self._lock:
             self._faults += [fault] * count
+
+    def plan(self, steps: list) -> None:
+        """What the field holds at each executed InListPassiveTarget: a UID, None (empty),
+        or (UID or None, fault) to also inject a fault into that exchange. The field keeps
+        the last state after the plan; plan_done is set then."""
+        with self._lock:
+            self._plan = [s if isinstance(s, tuple) else (s, None) for s in steps]
+            self._armed = False
+            self.plan_done.clear()
 
     def pending_faults(self) -> int:
         with self._lock:
@@ -188,7 +206,10 @@ class Pn532Emulator:
         if kind == "nack":
             self.stats.nacks_from_host += 1
             if self._last_answer is not None:
-                self._send(self._last_answer)
+                if self._faults and self._faults[0] in ("bad_lcs", "bad_dcs"):
+                    self._send(self._corrupt(self._last_answer, self._faults.pop(0)))
+                else:
+                    self._send(self._last_answer)
             return
         if kind == "bad":
             return  # a frame with a bad checksum is ignored; the host times out
@@ -196,6 +217,10 @@ class Pn532Emulator:
             self._send(ERROR_FRAME)
             return
         self._pending_list = None
+        if body[1] == 0x4A and self._plan and not self._armed:
+            self._armed = True  # the step's fault hits this exchange (and survives a resend)
+            if self._plan[0][1]:
+                self._faults.insert(0, self._plan[0][1])
         fault = self._take_fault()
         if fault == "silence":
             return
@@ -223,11 +248,15 @@ class Pn532Emulator:
         elif fault == "truncated":
             self._send(info_frame(b"\x4b\x01\x01\x00\x04\x08\x04")[:8])
         if fault in ("bad_lcs", "bad_dcs"):
-            bad = bytearray(frame)
-            bad[4 if fault == "bad_lcs" else len(bad) - 2] ^= 0x5A
-            self._send(bytes(bad))
+            self._send(self._corrupt(frame, fault))
             return
         self._send_maybe_split(frame, fault)
+
+    @staticmethod
+    def _corrupt(frame: bytes, fault: str) -> bytes:
+        bad = bytearray(frame)
+        bad[4 if fault == "bad_lcs" else len(bad) - 2] ^= 0x5A
+        return bytes(bad)
 
     def _send_maybe_split(self, data: bytes, fault: str | None) -> None:
         if fault != "split":
@@ -257,6 +286,13 @@ class Pn532Emulator:
                 self.max_retries = p[3]
             return b"\x33"
         if cmd == 0x4A:  # InListPassiveTarget
+            self.lists_done += 1
+            if self._plan:
+                uid = self._plan.pop(0)[0]
+                self._armed = False
+                self.cards = [] if uid is None else [self._card(uid)]
+                if not self._plan:
+                    self.plan_done.set()
             if len(p) < 2 or p[0] not in (1, 2):
                 self._send(ERROR_FRAME)
                 return None
