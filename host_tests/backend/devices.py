@@ -2,6 +2,8 @@
 billing/record.py), plus a test device that publishes them over MQTT and resends what is unacked."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import time
@@ -18,6 +20,16 @@ class Made:
     dev: str
     pubkey_pem: bytes
     records: list[str]  # JWS, seq 1..n in order
+
+
+def payload(jws: str) -> bytes:
+    p = jws.split(".")[1]
+    return base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))
+
+
+def payload_hash(jws: str) -> str:
+    """What the next record's prev must be."""
+    return hashlib.sha256(payload(jws)).hexdigest()
 
 
 def session_fields(dev: str, seq: int, token: str, cost: int = 250, wh: int = 1500) -> dict:
@@ -65,7 +77,7 @@ def make_device(root: Path, dev: str, n: int, tokens: list[str]) -> Made:
     return Made(dev, pem, jws)
 
 
-class TestDevice:
+class ChargerLink:
     """Publishes records at QoS 1 as a charger would and tracks the backend's cumulative acks;
     `resend_unacked()` is what the firmware does after every reconnect."""
 

@@ -1,0 +1,129 @@
+"""Fixtures for the backend suite: each database test runs on SQLite and on PostgreSQL (when a
+server is reachable), records come from the firmware under MicroPython, the broker is real."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from host_tests.backend.devices import Made, make_device
+
+REPO = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("EVC_TEST_PG_URL", "postgresql://evc:evc@127.0.0.1:5432/postgres")
+TOKENS = ["%032x" % (0xC0FFEE00 + i) for i in range(4)]
+
+
+def _pg_admin():
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        pytest.skip(f"no PostgreSQL server at {PG_URL} ({str(exc).strip()[:120]}): "
+                    "run .ci/postgres.sh as root or set EVC_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "backend.db")
+        return
+    admin = _pg_admin()
+    name = "evc_test_" + uuid.uuid4().hex[:12]
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from sqlalchemy.orm import close_all_sessions
+
+        close_all_sessions()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def device_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("device-keys")
+
+
+@pytest.fixture(scope="session")
+def charger(device_dir) -> Made:
+    """Twelve chained records from the firmware's own record builder and key."""
+    return make_device(device_dir, "evc-a1", 12, TOKENS)
+
+
+class BackendProcess:
+    """`python -m backend serve` as a separate process (killable like a crashed server)."""
+
+    def __init__(self, broker_url: str, db: str, extra: list[str] | None = None, env: dict | None = None):
+        self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *(extra or [])]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 30) -> "BackendProcess":
+        self.lines = []
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+
+        def pump() -> None:
+            for line in self.proc.stderr:  # type: ignore[union-attr]
+                self.lines.append(line.rstrip())
+                if "listening on" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise RuntimeError("backend did not subscribe:\n" + "\n".join(self.lines[-30:]))
+        return self
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def backends():
+    """Start backends with backends(broker_url, db, ...); every one is stopped at the end."""
+    started: list[BackendProcess] = []
+
+    def start(*args, **kwargs) -> BackendProcess:
+        b = BackendProcess(*args, **kwargs)
+        started.append(b)
+        return b.start()
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+def wait_until(pred, timeout: float = 30, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
