@@ -239,7 +239,10 @@ def posix_tz(zone: str | None) -> str:
             return _tzif_footer(path, zone)
         if "/" in zone:
             raise TariffCompileError(f"time zone {zone!r}: unknown IANA zone (not in {ZONEINFO})")
-    _firmware_tz().TzRule(zone)  # a POSIX rule given directly: the device's own parser must accept it
+    try:
+        _firmware_tz().TzRule(zone)  # a POSIX rule given directly: the device's own parser must accept it
+    except ValueError as exc:
+        raise TariffCompileError(f"time zone {zone!r}: neither a known IANA zone nor a valid POSIX rule ({exc})") from None
     return zone
 
 
