@@ -1,0 +1,299 @@
+# One MQTT connection to the broker that never blocks the event loop.
+#
+# Every step has a deadline: DNS runs on a short-lived thread (getaddrinfo blocks on every
+# port), the TCP connect and the TLS handshake are non-blocking and wait in the asyncio
+# poller, CONNACK/SUBACK have a deadline, writes drain under a deadline, and a link that
+# stops answering pings is dropped. Any failure closes the connection with OSError; the
+# caller (service.py) reconnects with backoff. Packets: mqtt.py (umqtt.simple).
+import socket
+
+try:
+    import asyncio
+    from asyncio.stream import Stream
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+    from uasyncio.stream import Stream
+
+from micropython import const
+
+from hal import clock
+from uplink import mqtt
+
+_EINPROGRESS = const(115)
+_DNS_POLL_MS = const(20)
+_HEAD_ROOM = const(512)  # topic, header and packet id around a payload
+
+
+def _is_ip(host):
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+_dns_busy = [False]
+
+
+def _dns_thread(host, port, box):
+    try:
+        box.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0])
+    except Exception as exc:  # handed to the waiting coroutine
+        box.append(exc)
+    _dns_busy[0] = False
+
+
+async def resolve(host, port, timeout_ms):
+    """getaddrinfo without blocking the loop: IP literals directly, names on a thread."""
+    if _is_ip(host):
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    try:
+        import _thread
+    except ImportError:  # pragma: no cover - a port without threads: blocking, but bounded by the OS
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    if _dns_busy[0]:
+        raise OSError("dns: previous lookup of %s still running" % host)
+    box = []
+    _dns_busy[0] = True
+    _thread.start_new_thread(_dns_thread, (host, port, box))
+    at = clock.deadline(timeout_ms)
+    while not box:
+        if clock.expired(at):
+            raise OSError("dns: no answer for %s within %d ms" % (host, timeout_ms))
+        await clock.sleep_ms(_DNS_POLL_MS)
+    if isinstance(box[0], Exception):
+        raise OSError("dns: %s: %s" % (host, box[0]))
+    return box[0]
+
+
+class Conn:
+    """A broker connection: open(), then serve() receives; publish() sends; close()."""
+
+    def __init__(self, host, port, client_id, keepalive_s=30, user=None, password=None, ssl_ctx=None,
+                 max_packet=16384, out_size=None, timeout_ms=5000, on_message=None):
+        self.host = host
+        self.port = port
+        self.ssl_ctx = ssl_ctx
+        self.keepalive_ms = keepalive_s * 1000
+        self.timeout_ms = timeout_ms
+        self.max_packet = max_packet
+        self.codec = mqtt.Codec(client_id, keepalive_s, user, password, out_size or max_packet + _HEAD_ROOM)
+        self.codec.set_callback(self._on_publish)
+        self.on_message = on_message  # f(topic bytes, msg bytes, oversize int): 0 or the size dropped
+        self._in = bytearray(max_packet + _HEAD_ROOM)
+        self._in_len = 0
+        self._skip = 0  # bytes of an oversized PUBLISH still to throw away
+        self._stream = None
+        self._lock = asyncio.Lock()
+        self._acks = {}  # packet id -> result, for the packets open() waits on
+        self.connected = False
+        self.last_rx = 0
+        self.last_tx = 0
+        self._ping_at = 0
+        self.error = None
+
+    def set_will(self, topic, msg):
+        self.codec.set_last_will(topic, msg, retain=True, qos=1)
+
+    async def open(self, subscriptions):
+        """Connect, CONNECT, subscribe; raises OSError (connection closed) on any failure."""
+        self.close()
+        self._in_len = 0
+        self._skip = 0
+        self._acks = {}
+        self.error = None
+        try:
+            ai = await resolve(self.host, self.port, self.timeout_ms)
+            sock = socket.socket(ai[0], ai[1], ai[2])
+            sock.setblocking(False)
+            try:
+                sock.connect(ai[-1])
+            except OSError as exc:
+                if exc.args[0] != _EINPROGRESS:
+                    sock.close()
+                    raise
+            if self.ssl_ctx is not None:
+                # handshake happens inside the first non-blocking reads and writes
+                sock = self.ssl_ctx.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+                sock.setblocking(False)
+            self._stream = Stream(sock)
+            self.last_rx = self.last_tx = clock.monotonic_ms()
+            self._ping_at = 0
+            self.codec.connect_packet()
+            await self._flush()
+            code = await self._await_ack(mqtt.CONNACK, None, "CONNACK")
+            if code != 0:
+                raise OSError("broker refused the connection: code %d" % code)
+            self.connected = True
+            if subscriptions:
+                pid = self.codec.subscribe_packet(subscriptions)
+                await self._flush()
+                await self._await_ack(mqtt.SUBACK, pid, "SUBACK")
+        except Exception as exc:
+            self.close(exc)
+            raise OSError("connect %s:%d: %s" % (self.host, self.port, exc))
+
+    async def _await_ack(self, op, pid, what):
+        # before serve() runs: read packets here until the one we wait for, under a deadline
+        at = clock.deadline(self.timeout_ms)
+        key = (op, pid)
+        while key not in self._acks:
+            left = at - clock.monotonic_ms()
+            if left <= 0:
+                raise OSError("no %s within %d ms" % (what, self.timeout_ms))
+            try:
+                await asyncio.wait_for_ms(self._receive(), left)
+            except asyncio.TimeoutError:
+                raise OSError("no %s within %d ms" % (what, self.timeout_ms))
+        return self._acks.pop(key)
+
+    async def serve(self):
+        """Receive and dispatch until the connection fails (raises OSError)."""
+        while True:
+            await self._receive()
+
+    async def _receive(self):
+        stream = self._stream
+        if stream is None:
+            raise OSError("not connected")
+        mv = memoryview(self._in)
+        try:
+            n = await stream.readinto(mv[self._in_len:])
+        except Exception as exc:
+            self.close(exc)
+            raise OSError("receive: %s" % (exc,))
+        if not n:
+            self.close("closed by broker")
+            raise OSError("connection closed by broker")
+        self.last_rx = clock.monotonic_ms()
+        self._ping_at = 0
+        self._in_len += n
+        try:
+            self._dispatch(mv)
+        except mqtt.ProtocolError as exc:
+            self.close(exc)
+            raise OSError("protocol: %s" % exc)
+        if self.codec.sock.out_len:  # PUBACKs umqtt wrote for QoS 1 deliveries
+            await self.flush()
+
+    def _dispatch(self, mv):
+        pos = 0
+        end = self._in_len
+        while pos < end:
+            if self._skip:
+                k = min(self._skip, end - pos)
+                self._skip -= k
+                pos += k
+                continue
+            fl = mqtt.frame_length(mv[pos:end], end - pos)
+            if fl is None:
+                break
+            hl, rem = fl
+            total = hl + rem
+            if total > len(self._in):
+                if mv[pos] & 0xF0 != mqtt.PUBLISH:
+                    raise mqtt.ProtocolError("oversized packet 0x%02x (%d bytes)" % (mv[pos], total))
+                pos = self._oversized(mv, pos, end, hl, rem)
+                if pos < 0:
+                    pos = -pos
+                    break
+                continue
+            if end - pos < total:
+                break
+            op, val = self.codec.parse(mv[pos:pos + total])
+            pos += total
+            if op == mqtt.CONNACK:
+                self._acks[(op, None)] = val
+            elif op == mqtt.SUBACK:
+                self._acks[(op, val)] = True
+            # PUBACK: the broker has our record; delivery counts only on the backend's ack
+        rest = end - pos
+        if rest and pos:
+            self._in[0:rest] = bytes(mv[pos:end])
+        self._in_len = rest
+
+    def _oversized(self, mv, pos, end, hl, rem):
+        # Keep the topic and packet id (to report it and PUBACK it), throw the payload away
+        # as it arrives; returns the new position, negated when more bytes are needed first.
+        if end - pos < hl + 2:
+            return -pos
+        tlen = mv[pos + hl] << 8 | mv[pos + hl + 1]
+        qos = (mv[pos] >> 1) & 3
+        need = hl + 2 + tlen + (2 if qos else 0)
+        if need > len(self._in) - 1:
+            raise mqtt.ProtocolError("topic too long")
+        if end - pos < need:
+            return -pos
+        topic = bytes(mv[pos + hl + 2:pos + hl + 2 + tlen])
+        if qos == 1:
+            pid = mv[pos + need - 2] << 8 | mv[pos + need - 1]
+            self.codec.sock.write(bytes((mqtt.PUBACK, 2, pid >> 8, pid & 0xFF)))
+        elif qos:
+            raise mqtt.ProtocolError("QoS 2 delivery")
+        self._skip = hl + rem - need
+        if self.on_message is not None:
+            self.on_message(topic, b"", hl + rem)
+        return pos + need
+
+    def _on_publish(self, topic, msg):
+        if self.on_message is not None:
+            self.on_message(topic, msg or b"", 0)
+
+    async def publish(self, topic, msg, qos=1, retain=False):
+        """Send one PUBLISH (no wait for PUBACK); raises OSError and closes on failure."""
+        if not self.connected:
+            raise OSError("not connected")
+        async with self._lock:
+            try:
+                self.codec.publish_packet(topic, msg, qos, retain)
+            except OSError:
+                self.codec.sock.out_len = 0
+                raise OSError("publish: %d bytes do not fit the outbound buffer" % len(msg))
+            await self._flush()
+
+    async def flush(self):
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self):
+        wire = self.codec.sock
+        stream = self._stream
+        if stream is None:
+            wire.out_len = 0
+            raise OSError("not connected")
+        n = wire.out_len
+        if not n:
+            return
+        wire.out_len = 0
+        try:
+            stream.write(memoryview(wire.out)[:n])  # the stream copies whatever it could not send yet
+            await asyncio.wait_for_ms(stream.drain(), self.timeout_ms)
+        except Exception as exc:
+            self.close(exc)
+            raise OSError("send stalled or failed: %r" % (exc,))
+        self.last_tx = clock.monotonic_ms()
+
+    async def keepalive(self):
+        """Ping when idle; drop a link that stops answering. Call every few hundred ms."""
+        if not self.connected:
+            return
+        now = clock.monotonic_ms()
+        idle = now - self.last_rx
+        if self._ping_at and now - self._ping_at > self.keepalive_ms // 2:
+            self.close("no answer to ping")
+            raise OSError("keepalive: broker silent for %d ms" % idle)
+        if not self._ping_at and (idle > self.keepalive_ms // 2 or now - self.last_tx > self.keepalive_ms // 2):
+            self._ping_at = now
+            async with self._lock:
+                self.codec.ping()
+                await self._flush()
+
+    def close(self, why=None):
+        if why is not None and self.error is None:
+            self.error = why
+        self.connected = False
+        stream = self._stream
+        self._stream = None
+        self.codec.sock.out_len = 0
+        if stream is not None:
+            try:
+                stream.s.close()
+            except Exception:
+                pass

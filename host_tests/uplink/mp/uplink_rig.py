@@ -1,0 +1,176 @@
+# MicroPython side of the uplink tests: a record store (RAM, or the real journal when
+# asked), fake signed records, an event-loop lag probe, and a runner that drives the real
+# Uplink until every record is acknowledged or a deadline passes.
+import json
+import sys
+
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio
+
+from hal import clock
+from hosttest import emit
+
+
+def fake_record(dev, seq, size):
+    # Shaped like the real thing (a compact JWS of a JSON record) without the cost of signing:
+    # the backend peer in these tests reads seq from the payload and does not verify.
+    from crypto import b64url
+
+    body = {"v": 1, "dev": dev, "seq": seq, "pad": ""}
+    base = len(json.dumps(body))
+    body["pad"] = "x" * max(0, (size * 3) // 4 - base - 120)
+    head = b64url.encode(b'{"alg":"ES256","kid":"' + dev.encode() + b'"}')
+    return head + b"." + b64url.encode(json.dumps(body).encode()) + b"." + b"A" * 86
+
+
+class RamStore:
+    """pending/ack/acked_seq/next_seq/usage over records made on demand."""
+
+    def __init__(self, dev, count=0, size=900):
+        self.dev = dev
+        self.size = size
+        self._acked = 0
+        self._next = count + 1
+        self.ack_calls = 0
+        self.ack_regress = 0
+
+    def append(self, n=1):
+        self._next += n
+
+    def pending(self, after_seq=None, limit=16):
+        seq = (self._acked if after_seq is None else after_seq) + 1
+        while seq < self._next and limit > 0:
+            yield seq, fake_record(self.dev, seq, self.size)
+            seq += 1
+            limit -= 1
+
+    def ack(self, seq):
+        self.ack_calls += 1
+        if seq <= self._acked or seq >= self._next:
+            self.ack_regress += 1
+            raise ValueError("bad ack %d (acked %d, next %d)" % (seq, self._acked, self._next))
+        self._acked = seq
+
+    def acked_seq(self):
+        return self._acked
+
+    def next_seq(self):
+        return self._next
+
+    def usage(self):
+        return {"records": self._next - 1 - self._acked}
+
+
+class LagProbe:
+    """Measures how late a 10 ms sleep wakes up: the event loop's longest stall."""
+
+    def __init__(self, period_ms=10):
+        self.period_ms = period_ms
+        self.max_ms = 0
+        self.over_100 = 0
+        self.samples = 0
+
+    async def run(self):
+        import time
+
+        while True:
+            t = time.ticks_ms()
+            await asyncio.sleep_ms(self.period_ms)
+            lag = time.ticks_diff(time.ticks_ms(), t) - self.period_ms
+            self.samples += 1
+            if lag > 100:
+                self.over_100 += 1
+            if lag > self.max_ms:
+                self.max_ms = lag
+
+
+def make_store(spec, dev):
+    kind = spec.get("store", "ram")
+    if kind == "ram":
+        return RamStore(dev, spec.get("records", 0), spec.get("size", 900))
+    raise ValueError("unknown store %r" % kind)
+
+
+def stats(up, store, lag, t0):
+    import time
+
+    f = up.forwarder
+    return {
+        "acked": store.acked_seq(), "next": store.next_seq(), "sent": f.sent, "resent": f.resent,
+        "acks_ignored": f.acks_ignored, "connects": up.connects, "max_lag_ms": lag.max_ms,
+        "lag_over_100": lag.over_100, "lag_samples": lag.samples,
+        "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0),
+        "ack_regress": getattr(store, "ack_regress", 0), "online": up.online,
+        "downlink": up.downlink.versions(), "applied": up.downlink.applied,
+        "rejected": up.downlink.rejected, "error": str(up.conn.error) if up.conn and up.conn.error else None,
+    }
+
+
+async def drive(spec):
+    """Run an Uplink per spec until spec['records'] are acked (or spec['deadline_ms'])."""
+    import time
+
+    from uplink.service import Uplink
+
+    dev = spec.get("dev", "dev1")
+    store = make_store(spec, dev)
+    applied = []
+
+    def keep(kind):
+        def apply(*args):
+            if kind == "authlist":
+                meta, parts = args
+                entries = []
+                for p in parts():
+                    entries.extend(p)
+                applied.append([kind, meta, entries])
+            else:
+                doc = args[0]
+                if doc.get("refuse"):
+                    raise ValueError("refused by owner")
+                applied.append([kind, doc])
+        return apply
+
+    cfg = {"uplink": spec["uplink"], "backend_key": spec.get("backend_key"), "auth": {"online_timeout_ms": 2000}}
+    up = Uplink(cfg, dev, store, keep("tariff"), keep("authlist"), keep("cmd"),
+                lambda: {"state": "idle", "fw": "test"}, state_dir=spec.get("state_dir", "/tmp"))
+    lag = LagProbe()
+    t0 = time.ticks_ms()
+    asyncio.create_task(lag.run())
+    task = asyncio.create_task(up.run())
+    want = spec.get("records", 0)
+    deadline = clock.deadline(spec.get("deadline_ms", 60000))
+    progress_every = spec.get("progress_every", 0)
+    last_progress = 0
+    auth_answers = []
+    for token in spec.get("authorize", []):
+        while not up.online and not clock.expired(deadline):
+            await asyncio.sleep_ms(20)
+        auth_answers.append(await up.authorize(token))
+    for name in spec.get("events", []):
+        up.event(name, detail="test")
+    hold_ms = spec.get("hold_ms", 0)
+    hold_until = clock.deadline(hold_ms)
+    while not clock.expired(deadline):
+        if store.acked_seq() >= want and clock.expired(hold_until):
+            break
+        if progress_every and store.acked_seq() - last_progress >= progress_every:
+            last_progress = store.acked_seq()
+            emit({"progress": last_progress})
+        await asyncio.sleep_ms(20)
+    task.cancel()
+    result = stats(up, store, lag, t0)
+    result["applied_docs"] = applied
+    result["auth"] = auth_answers
+    emit(result)
+
+
+def main():
+    spec = json.loads(sys.argv[1] if len(sys.argv) > 1 else open("spec.json").read())
+    asyncio.run(drive(spec))
+
+
+if __name__ == "__main__":
+    main()

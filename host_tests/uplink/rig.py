@@ -1,0 +1,81 @@
+"""Run the uplink rig (host_tests/uplink/mp/uplink_rig.py) under MicroPython as a process, so a
+test can break the network while the firmware runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from host_tests.support import mpy
+
+MP_DIR = Path(__file__).resolve().parent / "mp"
+
+
+class DeviceRun:
+    def __init__(self, spec: dict, heap: str | None = "2m"):
+        self.spec = spec
+        self.heap = heap
+        self.results: list[dict] = []
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "DeviceRun":
+        self.proc = subprocess.Popen(
+            [*mpy.command(MP_DIR / "uplink_rig.py", self.heap), json.dumps(self.spec)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env=mpy.mpy_env(None, [MP_DIR]),
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                if line.startswith(mpy.RESULT_PREFIX):
+                    self.results.append(json.loads(line[len(mpy.RESULT_PREFIX):]))
+                self._cond.notify_all()
+
+    def wait_progress(self, acked: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not any(r.get("progress", -1) >= acked or "acked" in r for r in self.results):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"device did not reach {acked} acks\n{self.log()}")
+                self._cond.wait(left)
+
+    def result(self, timeout: float = 120) -> dict:
+        assert self.proc
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise TimeoutError(f"device run did not finish\n{self.log()}")
+        time.sleep(0.05)
+        final = [r for r in self.results if "acked" in r]
+        if self.proc.returncode != 0 or not final:
+            raise AssertionError(f"device run failed ({self.proc.returncode})\n{self.log()}")
+        return final[-1]
+
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-60:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def uplink_cfg(broker_url: str, **extra) -> dict:
+    cfg = {"broker": broker_url, "keepalive_s": 5, "timeout_ms": 2000, "backoff_min_ms": 200,
+           "backoff_max_ms": 2000, "resend_s": 5}
+    cfg.update(extra)
+    return cfg
