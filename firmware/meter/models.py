@@ -46,9 +46,11 @@ class Quantity:
     __slots__ = ("fn", "addr", "kind", "nregs", "num", "den", "block", "offset")
 
     def __init__(self, what, spec, units):
-        if not isinstance(spec, (tuple, list)) or len(spec) != 4:
+        # A serial has no unit: [function, address, type] will do.
+        if not isinstance(spec, (tuple, list)) or len(spec) != 4 and (units is not None or len(spec) != 3):
             raise ModelError("%s: want [function, address, type, unit]" % what)
-        fn, addr, kind, unit = spec
+        fn, addr, kind = spec[:3]
+        unit = spec[3] if len(spec) > 3 else None
         if fn not in (3, 4):
             raise ModelError("%s: function must be 3 or 4" % what)
         if not isinstance(addr, int) or not 0 <= addr <= 0xFFFF:
