@@ -26,7 +26,7 @@ def compile_tariff(tz: str):
     from evc import tariff as compiler  # noqa: PLC0415
 
     def build(default: dict, contracts: dict[str, dict], ver: int) -> dict:
-        return compiler.compile_document(default, contracts, ver=ver, tz=tz)
+        return compiler.compile_doc(default, contracts, ver=ver, tz=tz)
 
     return build
 

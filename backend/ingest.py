@@ -9,7 +9,6 @@ is stored. Forged, unknown and malformed messages are anomalies that never move 
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -130,11 +129,7 @@ class Ingestor:
             detail = f"seq {seq} already stored with another payload hash"
             self._anomaly(db, "seq-conflict", detail, topic, raw, dev_id, seq, opened.hash)
             return Outcome(dev_id, ack, "seq-conflict", seq, detail)
-        try:
-            verify.check_record(opened, dev.pubkey)
-            problem = None
-        except verify.Rejected as rej:
-            problem = f"{rej.kind}: {rej.detail}"
+        problem = opened.problem
         if seq > dev.head_seq + 1:
             db.add(Pending(dev=dev_id, seq=seq, hash=opened.hash, prev=opened.prev, raw=raw, problem=problem,
                            received_at=int(self.clock()), gap_reported=False))
@@ -153,7 +148,7 @@ class Ingestor:
         """Place the waiting records that now follow the head."""
         while (p := db.get(Pending, (dev.id, dev.head_seq + 1))) is not None:
             opened = verify.open_record(p.raw, dev.pubkey, dev.id)  # verified on arrival; cheap to redo
-            self._place(db, dev, topic, p.raw, opened, p.problem)
+            self._place(db, dev, topic, p.raw, opened, opened.problem)
             db.delete(p)
 
     def _place(self, db: DbSession, dev: Device, topic: str, raw: str, opened: verify.Opened, problem: str | None) -> str:
@@ -190,7 +185,3 @@ class Ingestor:
             meter_serial=str(r["meter"].get("serial", "")), fw=r["fw"], ocmf=r["ocmf"],
             payload=opened.payload.decode(), charged=charged, stored_at=int(self.clock()),
         )
-
-
-def record_json(session: Session) -> dict:
-    return json.loads(session.payload)

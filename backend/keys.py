@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from evc import verify
 
 KID = "backend"
 
@@ -29,24 +30,18 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def load_public_key(data: bytes) -> bytes:
     """A P-256 public key as PEM, DER or hex DER -> SubjectPublicKeyInfo DER (raises ValueError)."""
-    text = data.strip()
-    if text.startswith(b"-----BEGIN"):
-        key = serialization.load_pem_public_key(text)
-    else:
-        try:
-            der = bytes.fromhex(text.decode())
-        except (UnicodeDecodeError, ValueError):
-            der = data
-        key = serialization.load_der_public_key(der)
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+    try:
+        text: bytes | str = data.decode("ascii").strip()  # PEM or hex
+        if not text.startswith("-----BEGIN") and not all(c in "0123456789abcdefABCDEF" for c in text):
+            text = data
+    except UnicodeDecodeError:
+        text = data  # DER
+    key = verify.load_public_key(text)
+    if not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("not a P-256 (secp256r1) public key")
-    return spki_der(key)
+    return verify.spki_der(key)
 
 
 class Keys:
@@ -66,7 +61,7 @@ class Keys:
         fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
-        (self.folder / "backend.pub").write_text(spki_der(key.public_key()).hex() + "\n")
+        (self.folder / "backend.pub").write_text(verify.spki_der(key.public_key()).hex() + "\n")
         secret = site_secret or secrets.token_hex(32)
         if len(bytes.fromhex(secret)) < 16:
             raise KeyMaterialError("the site secret must be at least 16 bytes of hex")
@@ -81,7 +76,7 @@ class Keys:
         return key
 
     def public_hex(self) -> str:
-        return spki_der(self.private_key().public_key()).hex()
+        return verify.spki_der(self.private_key().public_key()).hex()
 
     def site_secret(self) -> bytes:
         try:
