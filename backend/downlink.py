@@ -53,9 +53,12 @@ class Downlinks:
             raise DownlinkError(f"device {device!r} is not registered")
         return [dev]
 
+    @staticmethod
+    def _last(db: DbSession, dev: str, kind: str) -> int:
+        return db.scalar(select(func.max(Downlink.ver)).where(Downlink.dev == dev, Downlink.type == kind)) or 0
+
     def _version(self, db: DbSession, dev: str, kind: str) -> int:
-        last = db.scalar(select(func.max(Downlink.ver)).where(Downlink.dev == dev, Downlink.type == kind)) or 0
-        return max(last + 1, int(self.clock()))
+        return max(self._last(db, dev, kind) + 1, int(self.clock()))
 
     def _sign(self, db: DbSession, dev: str, kind: str, ver: int, payloads: list[dict], retain: bool, sub: str) -> list[Message]:
         key = self.keys.private_key()
@@ -71,7 +74,7 @@ class Downlinks:
     def command(self, device: str, cmd: str, publish: Publish, ttl_s: int = CMD_TTL_S, **args: Any) -> list[Message]:
         with self.sessions.begin() as db:
             dev = self.targets(db, device)[0]
-            body = {"type": "cmd", "id": uuid.uuid4().hex, "exp": int(self.clock()) + ttl_s, "cmd": cmd, **args}
+            body = {"type": "cmd", "dev": dev.id, "id": uuid.uuid4().hex, "exp": int(self.clock()) + ttl_s, "cmd": cmd, **args}
             body["ver"] = self._version(db, dev.id, "cmd")
             msgs = self._sign(db, dev.id, "cmd", body["ver"], [body], False, "cmd")
             publish(msgs)
@@ -148,10 +151,11 @@ class Downlinks:
                     for e in entries:
                         if "status" in e:
                             db.merge(ListEntry(dev=dev.id, token=e["token"], entry=json.dumps(e)))
+                base = self._last(db, dev.id, "authlist")  # a diff applies only on top of this version
                 ver = self._version(db, dev.id, "authlist")
                 chunks = [entries[i:i + LIST_CHUNK] for i in range(0, len(entries), LIST_CHUNK)] or [[]]
-                bodies = [{"type": "authlist", "ver": ver, "full": not diff, "part": i, "parts": len(chunks), "entries": c}
-                          for i, c in enumerate(chunks)]
+                bodies = [{"type": "authlist", "dev": dev.id, "ver": ver, "full": not diff, "base": 0 if not diff else base,
+                           "part": i, "parts": len(chunks), "entries": c} for i, c in enumerate(chunks)]
                 msgs += self._sign(db, dev.id, "authlist", ver, bodies, False, "authlist")
             publish(msgs)
         return msgs
@@ -181,7 +185,7 @@ class Downlinks:
                 if "" not in sources:
                     raise DownlinkError(f"{dev.id} has no default tariff yet: push one without --contract first")
                 ver = self._version(db, dev.id, "tariff")
-                body = {"type": "tariff", **compile_doc(sources.pop(""), sources, ver)}
+                body = {"type": "tariff", "dev": dev.id, **compile_doc(sources.pop(""), sources, ver)}
                 body["ver"] = ver
                 msgs += self._sign(db, dev.id, "tariff", ver, [body], True, "tariff")
             publish(msgs)

@@ -1,0 +1,178 @@
+"""Signed downlink documents, checked by the firmware itself under MicroPython (crypto.jws.verify,
+billing.authlist, billing.tariff), and published to a real broker by the CLI."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from backend.cards import CardListError, read_csv
+from backend.db import open_db
+from backend.downlink import Downlinks
+from backend.ingest import Ingestor
+from backend.keys import Keys, card_token, load_public_key
+from backend.models import Device
+from host_tests.backend.conftest import REPO, TOKENS
+
+OCPI = "/work/shared/vectors/ocpi/tariffs"
+
+
+def body(jws: str) -> dict:
+    p = jws.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+@pytest.fixture
+def setup(tmp_path, charger):
+    keys = Keys(tmp_path / "keys")
+    keys.init(site_secret="11" * 32)
+    sessions = open_db(str(tmp_path / "b.db"))
+    with sessions.begin() as db:
+        for dev in ("evc-a1", "evc-b2"):
+            db.add(Device(id=dev, pubkey=load_public_key(charger.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
+    clock = [1_800_000_000]
+    return keys, sessions, Downlinks(sessions, keys, clock=lambda: clock[0]), clock
+
+
+def firmware_apply(mpy, tmp_path, keys: Keys, docs: list[str]) -> dict:
+    """Verify each document with the device's JWS code and apply authlist documents to a real list."""
+    (tmp_path / "docs.json").write_text(json.dumps(docs))
+    code = f"""
+import json, binascii
+from crypto import jws
+from billing.authlist import AuthList
+pub = binascii.unhexlify({keys.public_hex()!r})
+al = AuthList({str(tmp_path / "al")!r})
+with open({str(tmp_path / "docs.json")!r}) as f:
+    docs = json.loads(f.read())
+for d in docs:
+    doc = json.loads(jws.verify(d, pub, "backend"))
+    if doc["type"] == "authlist":
+        al.apply(doc)
+out = {{}}
+for t in json.loads({json.dumps(TOKENS)!r}):
+    e = al.lookup(t)
+    out[t] = e and e.to_dict()
+emit({{"ver": al.version, "count": al.count, "entries": out}})
+"""
+    return mpy.run(code).value
+
+
+def test_card_list_full_then_diff_with_ledger_balances(setup, tmp_path, mpy, charger):
+    keys, sessions, down, clock = setup
+    csv = tmp_path / "cards.csv"
+    uid = "04A1B2C3D4E5F6"
+    csv.write_text("token,status,exp,contract,balance\n"
+                   f"{TOKENS[0]},accepted,,C-1,10000\n{TOKENS[1]},blocked,1900000000,,\n"
+                   f"{TOKENS[2]},accepted,,,\n")
+    sent: list = []
+    full = down.authlist("evc-a1", list(read_csv(csv, keys.site_secret())), False, sent.extend)
+    assert len(full) == 1 and full[0][0] == "evc/evc-a1/authlist" and full[0][2] is False
+    doc = body(full[0][1])
+    assert (doc["type"], doc["dev"], doc["full"], doc["part"], doc["parts"]) == ("authlist", "evc-a1", True, 0, 1)
+    assert [e["token"] for e in doc["entries"]] == sorted(TOKENS[:3])
+    # Records charge the prepaid card: seq 1 and 5 carry TOKENS[0].
+    ing = Ingestor(sessions)
+    for r in charger.records[:6]:
+        ing.ingest("evc/evc-a1/rec", r)
+    clock[0] += 10
+    diff = down.authlist("evc-a1", None, True, sent.extend)
+    d = body(diff[0][1])
+    assert (d["full"], d["base"], d["ver"] > doc["ver"]) == (False, doc["ver"], True)
+    assert d["entries"] == [{"token": TOKENS[0], "status": "accepted", "exp": 0, "contract": "C-1",
+                             "balance": 10_000 - 500, "bal_seq": 6}]
+    assert down.authlist("evc-a1", None, True, sent.extend) == []  # nothing moved: nothing to send
+    # A differential CSV: delete one card, add one by UID.
+    delta = tmp_path / "delta.csv"
+    delta.write_text(f"uid,token,status\n,{TOKENS[1]},delete\n{uid},,accepted\n")
+    clock[0] += 10
+    d2 = body(down.authlist("evc-a1", list(read_csv(delta, keys.site_secret(), allow_delete=True)), True, sent.extend)[0][1])
+    assert {"token": TOKENS[1]} in d2["entries"]
+    assert card_token(bytes.fromhex("11" * 32), bytes.fromhex(uid)) in {e["token"] for e in d2["entries"]}
+    state = firmware_apply(mpy, tmp_path, keys, [m[1] for m in sent])
+    assert state["ver"] == d2["ver"] and state["count"] == 3
+    assert state["entries"][TOKENS[0]]["balance"] == 9500 and state["entries"][TOKENS[0]]["bal_seq"] == 6
+    assert state["entries"][TOKENS[1]] is None
+
+
+def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path, mpy):
+    keys, _, down, _ = setup
+    csv = tmp_path / "big.csv"
+    csv.write_text("token\n" + "".join("%032x\n" % (i * 7919 + 1) for i in range(1203)) + "".join(t + "\n" for t in TOKENS))
+    msgs = down.authlist("evc-a1", list(read_csv(csv, None)), False, lambda m: None)
+    assert [(body(m[1])["part"], body(m[1])["parts"]) for m in msgs] == [(0, 3), (1, 3), (2, 3)]
+    state = firmware_apply(mpy, tmp_path, keys, [m[1] for m in msgs])
+    assert state["count"] == 1207 and state["entries"][TOKENS[3]]["status"] == "accepted"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("uid,status\nzz,accepted\n", "uid"), ("token\nABC\n", "token"), ("token,status\n%s,ok\n" % TOKENS[0], "status"),
+    ("name\nx\n", "header"), ("token,balance\n%s,1.5\n" % TOKENS[0], "balance"), ("token\n%s\n%s\n" % (TOKENS[0], TOKENS[0]), "twice"),
+])
+def test_bad_card_lists_are_refused_with_the_line(tmp_path, text, message):
+    f = tmp_path / "bad.csv"
+    f.write_text(text)
+    with pytest.raises(CardListError, match=message):
+        list(read_csv(f, b"k" * 16))
+
+
+def test_tariff_document_compiles_signs_and_loads_on_the_device(setup, mpy):
+    keys, _, down, _ = setup
+    pytest.importorskip("evc.tariff")
+    from evc.tariff import compile_doc
+
+    default = json.loads(open(f"{OCPI}/tariff_12_025kwh_min_price.json").read())
+    other = json.loads(open(f"{OCPI}/tariff_13_simple_3hour_5parking.json").read())
+    build = lambda d, c, v: compile_doc(d, c, ver=v, tz="Europe/Berlin")  # noqa: E731
+    down.tariff(None, default, None, build, lambda m: None)
+    msgs = down.tariff("evc-a1", other, "C-1", build, lambda m: None)
+    assert msgs[0][0] == "evc/evc-a1/tariff" and msgs[0][2] is True  # retained
+    doc = body(msgs[0][1])
+    assert doc["type"] == "tariff" and "C-1" in doc["contracts"]
+    code = f"""
+import json, binascii
+from crypto import jws
+from billing.tariff import TariffSet
+doc = json.loads(jws.verify({msgs[0][1]!r}, binascii.unhexlify({keys.public_hex()!r}), "backend"))
+ts = TariffSet.from_doc(doc)
+emit({{"ver": doc["ver"], "ok": ts is not None}})
+"""
+    assert mpy.run(code).value == {"ver": doc["ver"], "ok": True}
+
+
+def test_cli_publishes_signed_documents_to_the_broker(broker, tmp_path, charger):
+    from backend.mqtt import connect, make_client
+
+    common = ["--db", str(tmp_path / "b.db"), "--keys", str(tmp_path / "k"), "--broker", broker.url]
+    run = lambda *a: subprocess.run([sys.executable, "-m", "backend", *a, *common], cwd=REPO,  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    (tmp_path / "d.pem").write_bytes(charger.pubkey_pem)
+    (tmp_path / "cards.csv").write_text(f"token\n{TOKENS[0]}\n")
+    assert run("keys", "init").returncode == 0
+    assert run("device", "add", "evc-a1", "--pubkey", str(tmp_path / "d.pem")).returncode == 0
+    got: list = []
+    done = threading.Event()
+    sub = make_client(broker.url, "test-sub")
+    sub.on_message = lambda c, u, m: (got.append((m.topic, m.payload.decode())), len(got) >= 2 and done.set())
+    connect(sub, broker.url)
+    sub.subscribe("evc/evc-a1/#", qos=1)
+    try:
+        import time
+
+        time.sleep(0.3)
+        r = run("authlist", "push", "evc-a1", str(tmp_path / "cards.csv"))
+        assert r.returncode == 0, r.stderr
+        r = run("cmd", "stop", "evc-a1")
+        assert r.returncode == 0, r.stderr
+        assert done.wait(10)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    docs = {t: body(p) for t, p in got}
+    assert docs["evc/evc-a1/cmd"]["cmd"] == "stop" and docs["evc/evc-a1/cmd"]["dev"] == "evc-a1"
+    assert docs["evc/evc-a1/authlist"]["entries"][0]["token"] == TOKENS[0]
+    assert run("authlist", "push", "--all").returncode == 2  # a full list needs a CSV: clear error
