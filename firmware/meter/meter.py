@@ -92,7 +92,7 @@ class Meter:
         except ModbusError as exc:
             # A swap means the bus went quiet or wrong for a while: check the serial next time.
             self._serial_due = self._has_serial
-            raise MeterCommError("meter %s unit %d: %s" % (m.name, self.unit, exc), exc)
+            raise MeterCommError("meter %s: %s: %s" % (m.name, type(exc).__name__, exc), exc)
         t = clock.monotonic_ms()
         self._polls += 1
         self._serial_due = self._has_serial and self._polls % self.serial_every == 0

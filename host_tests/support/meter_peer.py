@@ -74,6 +74,8 @@ class _FaultyHandler(ServerRequestHandler):
 
     def server_send(self, pdu, addr):
         peer: MeterPeer = self.server.peer
+        if pdu is not None and pdu.dev_id != peer.unit:
+            return None  # another unit on the bus: a real meter stays silent
         fault = peer._take_fault()
         if pdu is None or fault is None:
             return super().server_send(pdu, addr)
@@ -250,7 +252,9 @@ class MeterPeer:
             self.url = self._bridge.fw_path
 
             def make():
-                return _Serial(device, port=self._bridge.peer_path, baudrate=self.baudrate, parity=self.parity,
+                # A pty carries bytes, not bits: Linux refuses parity on it (EINVAL), so pymodbus's end
+                # runs 8N1 while the firmware's end may be set to any parity.
+                return _Serial(device, port=self._bridge.peer_path, baudrate=self.baudrate, parity="N",
                                stopbits=self.stop, bytesize=8, reconnect_delay=0.1, **common)
         else:
             port = _free_port()
