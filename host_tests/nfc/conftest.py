@@ -11,3 +11,13 @@ def pn532():
     with Pn532Emulator() as emu:
         emu.url = emu.serve_tcp()
         yield emu
+
+
+@pytest.fixture
+def mfrc522():
+    """An emulated MFRC522 behind the host SPI bridge on a loopback TCP port (emu.url)."""
+    from host_tests.support.mfrc522_emu import Mfrc522Emulator
+
+    with Mfrc522Emulator() as emu:
+        emu.url = emu.serve_tcp()
+        yield emu

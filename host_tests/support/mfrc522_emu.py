@@ -252,9 +252,9 @@ class Mfrc522Emulator:
         if self._take("stuck"):
             return  # no interrupt ever: the driver's own deadline must end this
         field_on = self.regs[TX_CONTROL] & 0x03 == 0x03
-        answers = [a for a in (c.receive(bits) for c in self.cards) if a is not None] if field_on else []
         if self._take("no_answer"):
-            answers = []
+            field_on = False  # the frame never reaches the cards: they keep their state
+        answers = [a for a in (c.receive(bits) for c in self.cards) if a is not None] if field_on else []
         if not answers:
             t = self._timeout_s()
             self._timer_due = None if t is None else time.monotonic() + t
