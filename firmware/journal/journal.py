@@ -1,0 +1,553 @@
+# The session journal: open sessions and finished signed records, kept on flash until the backend
+# acknowledges them, surviving any power cut.
+#
+# Layout in the journal folder:
+#   SSSSSSSS-NNNNNNNN.seg  segments, oldest first: S the segment number, N the seq of the first record
+#                          that can be in it. Each starts with a BASE entry carrying the chain state
+#                          (next seq, previous record hash) and the sessions open at that moment, so
+#                          boot recovery reads only the newest segment, and older segments can be
+#                          removed once their records are acknowledged.
+#   ack                    acknowledged-through seq + CRC, replaced atomically (write ack.tmp, rename)
+#   q/SSSSSSSS-OFFSET      quarantined copies of damaged regions (each reported once)
+#
+# LittleFS commits a file's new size only at flush, so an append is all-or-nothing at a power cut;
+# the CRCs catch what LittleFS does not check: bit flips in file data.
+import binascii
+import hashlib
+import json
+import os
+import struct
+
+from micropython import const
+
+from journal import frame
+
+_SEG_SUFFIX = ".seg"
+_ACK = "ack"
+_ACK_TMP = "ack.tmp"
+_QDIR = "q"
+_Q_KEEP = const(4096)  # bytes of a damaged region kept for the technician
+_DIGEST = const(32)
+_MAX_SID = const(64)
+_MAX_SESSION_JSON = const(2048)
+
+
+class JournalFull(Exception):
+    pass
+
+
+class RecoveryReport:
+    """What recover() found: the chain state, sessions left open by the power cut, problems."""
+
+    def __init__(self):
+        self.open_sessions = {}  # session_id -> {"start": dict, "last": last checkpoint dict or None}
+        self.problems = []  # dicts: kind (corrupt, torn, ack, base), seg, off, len, seq
+        self.next_seq = 1
+        self.prev_hash = ""
+        self.acked_seq = 0
+        self.pending = 0
+        self.segments = 0
+        self.bytes_read = 0
+
+
+def _seg_name(segno, base):
+    return "%08d-%08d%s" % (segno, base, _SEG_SUFFIX)
+
+
+def _parse_seg(name):
+    if not name.endswith(_SEG_SUFFIX) or len(name) != 17 + len(_SEG_SUFFIX) or name[8] != "-":
+        return None
+    try:
+        return int(name[:8]), int(name[9:17])
+    except ValueError:
+        return None
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _sid_bytes(session_id):
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("session id must be a non-empty string")
+    b = session_id.encode()
+    if len(b) > _MAX_SID:
+        raise ValueError("session id longer than %d bytes" % _MAX_SID)
+    return b
+
+
+def _session_json(data):
+    if not isinstance(data, dict):
+        raise ValueError("session data must be a dict")
+    b = json.dumps(data).encode()
+    if len(b) > _MAX_SESSION_JSON:
+        raise ValueError("session data over %d bytes" % _MAX_SESSION_JSON)
+    return b
+
+
+class Journal:
+    def __init__(self, path, max_bytes=512 * 1024, segment_bytes=32 * 1024, record_reserve=4096, on_problem=None):
+        for name, v, low in (("max_bytes", max_bytes, 8192), ("segment_bytes", segment_bytes, 1024),
+                             ("record_reserve", record_reserve, 256)):
+            if not isinstance(v, int) or v < low:
+                raise ValueError("%s must be an integer >= %d" % (name, low))
+        if max_bytes < 2 * segment_bytes:
+            raise ValueError("max_bytes must hold at least two segments")
+        self._dir = path.rstrip("/")
+        self._max = max_bytes
+        self._seg_bytes = segment_bytes
+        self._reserve = record_reserve
+        self._on_problem = on_problem
+        self._segs = []  # [segno, first seq, size], oldest first; the last is the active segment
+        self._base_end = 0  # size of the active segment right after its BASE entry
+        self._open = {}  # session_id -> [start dict, last checkpoint dict or None]
+        self._next = 1
+        self._prev = b""  # SHA-256 digest of the last record's payload
+        self._acked = 0
+        self._f = None  # append handle on the active segment
+        self._head = bytearray(frame.HEAD)
+        self._last_segno = 0
+        self._quarantined = set()  # (segno, offset) already reported and copied
+        self._hint = None  # (segno, offset, seq): where pending() stopped, to resume without rescanning
+        self._report = None
+        self._broken = True  # recover() first; again after a failed write
+
+    # -- paths and small files --
+
+    def _path(self, name):
+        return self._dir + "/" + name
+
+    def _seg_path(self, seg):
+        return self._path(_seg_name(seg[0], seg[1]))
+
+    def _read_ack(self):
+        try:
+            with open(self._path(_ACK), "rb") as f:
+                raw = f.read(8)
+        except OSError:
+            return None
+        if len(raw) == 8:
+            seq, crc = struct.unpack("<II", raw)
+            if frame.crc32(raw[:4]) == crc:
+                return seq
+        self._problem("ack", 0, 0, len(raw), None)
+        return None
+
+    def _write_ack(self, seq):
+        raw = struct.pack("<I", seq)
+        tmp = self._path(_ACK_TMP)
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.write(struct.pack("<I", frame.crc32(raw)))
+        os.rename(tmp, self._path(_ACK))
+
+    def _problem(self, kind, segno, off, length, seq):
+        p = {"kind": kind, "seg": segno, "off": off, "len": length, "seq": seq}
+        if self._report is not None:
+            self._report.problems.append(p)
+        if self._on_problem is not None:
+            try:
+                self._on_problem(p)
+            except Exception:  # a failing listener must not stop the journal
+                pass
+
+    def _bad(self, kind, seg, f, off, end, seq):
+        # Report a damaged region once and keep a copy of it for the technician.
+        if (seg[0], off) in self._quarantined:
+            return
+        self._quarantined.add((seg[0], off))
+        self._problem(kind, seg[0], off, end - off, seq)
+        try:
+            f.seek(off)
+            raw = f.read(min(end - off, _Q_KEEP))
+            with open(self._path("%s/%08d-%d" % (_QDIR, seg[0], off)), "wb") as q:
+                q.write(raw)
+        except OSError:
+            pass
+
+    # -- boot recovery --
+
+    def recover(self):
+        """Rebuild the state from flash: read the ack cursor and only the newest segment."""
+        self.close()
+        report = self._report = RecoveryReport()
+        _mkdir(self._dir)
+        _mkdir(self._path(_QDIR))
+        segs = []
+        for entry in os.ilistdir(self._dir):
+            name = entry[0]
+            parsed = _parse_seg(name)
+            if parsed is not None:
+                size = entry[3] if len(entry) > 3 else os.stat(self._path(name))[6]
+                segs.append([parsed[0], parsed[1], size])
+            elif name == _ACK_TMP:
+                os.remove(self._path(name))
+        segs.sort()
+        self._segs = segs
+        self._quarantined = set()
+        for entry in os.ilistdir(self._path(_QDIR)):
+            segno, _, off = entry[0].partition("-")
+            try:
+                self._quarantined.add((int(segno), int(off)))
+            except ValueError:
+                pass
+        acked = self._read_ack()
+        self._next, self._prev, self._open, self._base_end = 1, b"", {}, 0
+        self._last_segno = segs[-1][0] if segs else 0
+        torn = None
+        while segs:
+            torn = self._scan(len(segs) - 1)
+            if torn is not None:
+                break
+            # Nothing readable in the newest segment: a rotation cut short (its predecessor is
+            # whole), or damage to a lone segment, whose name still tells the next seq.
+            seg = segs.pop()
+            if not segs and seg[2]:
+                self._problem("base", seg[0], 0, seg[2], seg[1])
+            self._next = seg[1]
+            os.remove(self._seg_path(seg))
+        if acked is None:
+            acked = segs[0][1] - 1 if segs else self._next - 1
+        if acked >= self._next:
+            # Never reuse a seq the backend may already hold.
+            self._problem("ack", 0, 0, 0, acked)
+            self._next = acked + 1
+        self._acked = acked
+        self._hint = None
+        if not segs or torn:
+            self._rotate()  # fresh journal, or leave a torn tail behind in a sealed segment
+        else:
+            self._f = open(self._seg_path(segs[-1]), "ab")
+        self._trim()
+        self._broken = False
+        report.next_seq = self._next
+        report.prev_hash = self.prev_hash()
+        report.acked_seq = self._acked
+        report.pending = self._next - 1 - self._acked
+        report.segments = len(self._segs)
+        for sid, (start, last) in self._open.items():
+            report.open_sessions[sid] = {"start": start, "last": last}
+        self._report = None
+        return report
+
+    def _scan(self, i, fallback=True):
+        # Replay segment i into the state. None: nothing valid in it; else whether its tail is torn.
+        seg = self._segs[i]
+        with open(self._seg_path(seg), "rb") as f:
+            r = frame.Reader(f, seg[2])
+            e = r.next()
+            if e is None or (e[2] == frame.BAD and e[1] >= seg[2]):
+                return None
+            body = r.read_body() if e[2] == frame.BASE else None
+            if body is not None:
+                self._next, self._prev = e[3], e[4]
+                self._open = {}
+                for sid, pair in json.loads(body).items():
+                    self._open[sid] = [pair[0], pair[1]]
+                self._base_end = e[1]
+            else:
+                # Damaged BASE (a bit flip): the previous segment, when kept, ends in the same state.
+                if not (fallback and i > 0 and self._scan(i - 1, False) is not None and self._next == seg[1]):
+                    self._problem("base", seg[0], 0, e[1], seg[1])
+                    self._prev, self._open = b"", {}
+                self._next = seg[1]
+                self._base_end = 0
+                r.pos = 0  # replay from the start: the damaged BASE is quarantined below
+            torn = False
+            while True:
+                e = r.next()
+                if e is None:
+                    break
+                off, end, kind, seq, key = e
+                if kind == frame.BAD:
+                    torn = end >= seg[2]
+                    self._bad("torn" if torn else "corrupt", seg, f, off, end, None)
+                    if torn:
+                        self._damaged_tail(seg, f, off)
+                    continue
+                torn = False
+                if seq > self._next and kind != frame.REC:
+                    # Entries before this one were lost to damage; they may have held records.
+                    self._problem("chain", seg[0], off, end - off, seq)
+                    self._next = seq
+                body = None
+                if kind == frame.OPEN or kind == frame.CHECK:
+                    body = r.read_body()
+                    ok = body is not None
+                else:
+                    ok = r.verify_body()
+                if not ok:
+                    self._bad("corrupt", seg, f, off, end, seq)
+                if kind == frame.REC:
+                    # A record whose body is damaged still counts: its seq and hash are never reused.
+                    if seq >= self._next:
+                        if seq > self._next:
+                            self._problem("chain", seg[0], off, end - off, seq)
+                        self._next = seq + 1
+                        self._prev = key[:_DIGEST]
+                    self._open.pop(key[_DIGEST:].decode(), None)
+                elif kind == frame.DROP:
+                    self._open.pop(key.decode(), None)
+                elif body is not None:
+                    sid = key.decode()
+                    data = json.loads(body)
+                    if kind == frame.OPEN:
+                        self._open[sid] = [data, None]
+                    elif sid in self._open:
+                        self._open[sid][1] = data
+            if self._report is not None:
+                self._report.bytes_read += r.bytes_read
+        return torn
+
+    def _damaged_tail(self, seg, f, off):
+        # A damaged last entry may have been a record: judge its header leniently (one flipped bit
+        # leaves the kind recognisable, see frame) and rather skip a seq than ever reuse one.
+        f.seek(off)
+        raw = f.read(frame.HEAD + _DIGEST)
+        if len(raw) < frame.HEAD:
+            return
+        kind = raw[2]
+        seq = struct.unpack_from("<I", raw, 8)[0]
+        diff = kind ^ frame.REC
+        if kind == frame.REC or (seq == self._next and diff & (diff - 1) == 0):
+            self._problem("chain", seg[0], off, len(raw), self._next)
+            self._next += 1
+            self._prev = raw[frame.HEAD :] if len(raw) == frame.HEAD + _DIGEST else b""
+
+    # -- writing --
+
+    def _write(self, kind, seq, key, body):
+        if self._broken:
+            self.recover()
+        n = frame.HEAD + len(key) + len(body)
+        seg = self._segs[-1]
+        if seg[2] > self._base_end and seg[2] + n > self._seg_bytes:
+            self._rotate()
+            seg = self._segs[-1]
+        frame.pack_head(self._head, kind, seq, key, body)
+        try:
+            f = self._f
+            f.write(self._head)
+            if key:
+                f.write(key)
+            if body:
+                f.write(body)
+            f.flush()
+        except OSError:
+            # The file's tail is now unknown: the next call re-reads the truth from flash.
+            self._broken = True
+            raise
+        seg[2] += n
+
+    def _rotate(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self._last_segno += 1
+        seg = [self._last_segno, self._next, 0]
+        body = json.dumps(self._open).encode()
+        frame.pack_head(self._head, frame.BASE, self._next, self._prev, body)
+        try:
+            f = open(self._seg_path(seg), "wb")
+            f.write(self._head)
+            f.write(self._prev)
+            f.write(body)
+            f.flush()
+        except OSError:
+            self._broken = True
+            raise
+        seg[2] = frame.HEAD + len(self._prev) + len(body)
+        self._segs.append(seg)
+        self._base_end = seg[2]
+        self._f = f
+        self._trim()
+
+    def _trim(self):
+        # Remove sealed segments whose records are all acknowledged, oldest first.
+        segs = self._segs
+        while len(segs) > 1 and segs[1][1] - 1 <= self._acked:
+            segno = segs[0][0]
+            os.remove(self._seg_path(segs.pop(0)))
+            for q in [q for q in self._quarantined if q[0] == segno]:
+                self._quarantined.discard(q)
+                try:
+                    os.remove(self._path("%s/%08d-%d" % (_QDIR, q[0], q[1])))
+                except OSError:
+                    pass
+
+    def close(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        self._broken = True
+
+    # -- sessions --
+
+    def open_session(self, session_id, start):
+        """Journal a session start; call before the relay closes. JournalFull when out of room."""
+        sid = _sid_bytes(session_id)
+        body = _session_json(start)
+        if session_id in self._open:
+            raise ValueError("session %s is already open" % session_id)
+        if not self.can_start_session():
+            used, cap, unacked = self.usage()
+            raise JournalFull("journal full: %d of %d bytes, %d records unacknowledged" % (used, cap, unacked))
+        self._write(frame.OPEN, self._next, sid, body)
+        self._open[session_id] = [start, None]
+
+    def checkpoint(self, session_id, data):
+        """Journal a session checkpoint. False when skipped to keep room for the open sessions' records."""
+        sid = _sid_bytes(session_id)
+        body = _session_json(data)
+        if session_id not in self._open:
+            raise ValueError("session %s is not open" % session_id)
+        if self.bytes_used() + frame.HEAD + len(sid) + len(body) + len(self._open) * self._reserve > self._max:
+            return False
+        self._write(frame.CHECK, self._next, sid, body)
+        self._open[session_id][1] = data
+        return True
+
+    def drop_session(self, session_id):
+        """Close an open session that produced no record."""
+        sid = _sid_bytes(session_id)
+        if session_id not in self._open:
+            raise ValueError("session %s is not open" % session_id)
+        self._write(frame.DROP, self._next, sid, b"")
+        del self._open[session_id]
+
+    def open_sessions(self):
+        return {sid: {"start": s, "last": c} for sid, (s, c) in self._open.items()}
+
+    # -- records --
+
+    def commit_record(self, seq, payload, signed, session_id=None):
+        """Keep a signed record until acknowledged; closes its session in the same entry.
+
+        `seq` must be next_seq(); the payload's SHA-256 becomes prev_hash() for the next record.
+        Never refused for room: the reserve kept by can_start_session() is there for it.
+        """
+        if self._broken:
+            self.recover()
+        if seq != self._next:
+            raise ValueError("record seq %r is not the next seq %d" % (seq, self._next))
+        if not isinstance(payload, (bytes, bytearray)) or not isinstance(signed, (bytes, bytearray)) or not signed:
+            raise ValueError("payload and signed record must be bytes")
+        sid = b"" if session_id is None else _sid_bytes(session_id)
+        if session_id is not None and session_id not in self._open:
+            raise ValueError("session %s is not open" % session_id)
+        digest = hashlib.sha256(payload).digest()
+        self._write(frame.REC, seq, digest + sid, signed)
+        self._next = seq + 1
+        self._prev = digest
+        if session_id is not None:
+            del self._open[session_id]
+
+    def next_seq(self):
+        return self._next
+
+    def prev_hash(self):
+        return binascii.hexlify(self._prev).decode() if self._prev else ""
+
+    def acked_seq(self):
+        return self._acked
+
+    def ack(self, seq):
+        """Cumulative acknowledgement: every record up to `seq` is stored by the backend.
+
+        Stale or out-of-range values are ignored (False)."""
+        if not isinstance(seq, int) or seq <= self._acked or seq >= self._next:
+            return False
+        if self._broken:
+            self.recover()
+        self._write_ack(seq)
+        self._acked = seq
+        self._trim()
+        active = self._segs[-1]
+        if seq == self._next - 1 and active[1] <= seq and (active[2] * 2 >= self._seg_bytes or not self.can_start_session()):
+            self._rotate()  # the active segment holds only acknowledged records: give its room back
+        return True
+
+    def pending(self, after_seq=None, limit=None):
+        """Yield (seq, signed bytes) of unacknowledged records in order, read from flash one at a time."""
+        want = self._acked + 1
+        if after_seq is not None and after_seq + 1 > want:
+            want = after_seq + 1
+        count = 0
+        while want < self._next and (limit is None or count < limit):
+            found = self._find(want)
+            if found is None:
+                return
+            yield found
+            count += 1
+            want = found[0] + 1
+
+    def _find(self, want):
+        # The first readable record with seq >= want. Files are closed before pending() yields,
+        # so appends, acks and segment removal may happen between two records.
+        segs = self._segs
+        i = len(segs) - 1
+        while i > 0 and segs[i][1] > want:
+            i -= 1
+        while i < len(segs):
+            seg = segs[i]
+            hint = self._hint
+            pos = hint[1] if hint is not None and hint[0] == seg[0] and hint[2] <= want else 0
+            with open(self._seg_path(seg), "rb") as f:
+                r = frame.Reader(f, seg[2], pos)
+                while True:
+                    e = r.next()
+                    if e is None:
+                        break
+                    off, end, kind, seq, key = e
+                    if kind == frame.BAD:
+                        self._bad("torn" if end >= seg[2] else "corrupt", seg, f, off, end, None)
+                    elif kind == frame.REC and seq >= want:
+                        signed = r.read_body()
+                        if signed is not None:
+                            self._hint = (seg[0], end, seq + 1)
+                            return seq, signed
+                        self._bad("corrupt", seg, f, off, end, seq)
+            i += 1
+        return None
+
+    def scrub(self):
+        """Check every CRC of every segment (a technician's or idle-time check, not needed at boot).
+
+        Damaged regions are reported once and quarantined; returns how many were found."""
+        found = 0
+        for seg in list(self._segs):
+            with open(self._seg_path(seg), "rb") as f:
+                r = frame.Reader(f, seg[2])
+                while True:
+                    e = r.next()
+                    if e is None:
+                        break
+                    off, end, kind, seq, key = e
+                    if kind == frame.BAD or not r.verify_body():
+                        found += 1
+                        self._bad("corrupt", seg, f, off, end, seq if kind else None)
+        return found
+
+    # -- room --
+
+    def bytes_used(self):
+        n = 0
+        for seg in self._segs:
+            n += seg[2]
+        return n
+
+    def can_start_session(self):
+        """Room for one more session's record besides the reserve of those already open."""
+        return self.bytes_used() + (len(self._open) + 1) * self._reserve <= self._max
+
+    def full(self):
+        return not self.can_start_session()
+
+    def usage(self):
+        return self.bytes_used(), self._max, self._next - 1 - self._acked

@@ -1,0 +1,144 @@
+# MicroPython side of bench/journal.py: timings and flash traffic on LittleFS over a RAM device.
+import time
+
+import vfs
+from jsweep import payload_for, signed_for
+from journal import Journal
+from powercut import PowerCutDevice
+
+MOUNT = "/jbench"
+DIR = MOUNT + "/journal"
+
+
+def _mount(dev):
+    try:
+        vfs.umount(MOUNT)
+    except OSError:
+        pass
+    vfs.mount(vfs.VfsLfs2(dev), MOUNT)
+
+
+def _device(kb, block=4096):
+    dev = PowerCutDevice(block, kb * 1024 // block)
+    vfs.VfsLfs2.mkfs(dev)
+    _mount(dev)
+    return dev
+
+
+def _session(j, n, checkpoints):
+    sid = "S%d" % n
+    j.open_session(sid, {"wh": n * 1000, "token": "0123456789abcdef0123456789abcdef", "tariff": {"id": "T1", "ver": 7}})
+    for c in range(checkpoints):
+        j.checkpoint(sid, {"wh": n * 1000 + c * 100, "cost": c * 37})
+    seq = j.next_seq()
+    j.commit_record(seq, payload_for(seq), signed_for(seq), sid)
+    return seq
+
+
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def recovery(records, pending, flash_kb, max_bytes, segment_bytes=32 * 1024):
+    """Build a journal of `records` records (all but the last `pending` acknowledged), then time recover()."""
+    dev = _device(flash_kb)
+    j = Journal(DIR, max_bytes=max_bytes, segment_bytes=segment_bytes)
+    j.recover()
+    for n in range(records):
+        seq = j.next_seq()
+        j.commit_record(seq, payload_for(seq), signed_for(seq))
+        if seq % 50 == 0 and seq > pending:
+            j.ack(seq - pending)
+    if records > pending:
+        j.ack(records - pending)
+    j.open_session("open", {"wh": 1})
+    j.checkpoint("open", {"wh": 2})
+    j.close()
+    times = []
+    for _ in range(5):
+        _mount(dev)  # a fresh mount, as after a reboot
+        read0 = dev.bytes_read
+        t = time.ticks_us()
+        j = Journal(DIR, max_bytes=max_bytes, segment_bytes=segment_bytes)
+        r = j.recover()
+        times.append(time.ticks_diff(time.ticks_us(), t))
+        read = dev.bytes_read - read0
+        j.close()
+    vfs.umount(MOUNT)
+    return {"us": _median(times), "segments": r.segments, "pending": r.pending, "journal_read": r.bytes_read,
+            "flash_read": read, "next": r.next_seq}
+
+
+def appends(records=200, checkpoints=3):
+    """Time per committed record and per checkpoint; flash writes per session (with its ack)."""
+    dev = _device(1024)
+    j = Journal(DIR, max_bytes=512 * 1024, segment_bytes=32 * 1024)
+    j.recover()
+    rec_us = []
+    ck_us = []
+    w0, p0, e0 = dev.writes, dev.bytes_programmed, dev.erases
+    for n in range(records):
+        sid = "S%d" % n
+        j.open_session(sid, {"wh": n * 1000, "token": "0123456789abcdef0123456789abcdef", "tariff": {"id": "T1", "ver": 7}})
+        for c in range(checkpoints):
+            t = time.ticks_us()
+            j.checkpoint(sid, {"wh": n * 1000 + c * 100, "cost": c * 37})
+            ck_us.append(time.ticks_diff(time.ticks_us(), t))
+        seq = j.next_seq()
+        payload, signed = payload_for(seq), signed_for(seq)
+        t = time.ticks_us()
+        j.commit_record(seq, payload, signed, sid)
+        rec_us.append(time.ticks_diff(time.ticks_us(), t))
+        j.ack(seq)
+    out = {
+        "record_us": _median(rec_us),
+        "checkpoint_us": _median(ck_us),
+        "writes_per_session": (dev.writes - w0) * 1000 // records,  # thousandths
+        "programmed_per_session": (dev.bytes_programmed - p0) // records,
+        "erases_per_session": (dev.erases - e0) * 1000 // records,
+        "block": dev.block_size,
+    }
+    j.close()
+    vfs.umount(MOUNT)
+    return out
+
+
+def append_vs_size(small=10, large=2000, probe=50):
+    """Append time with `small` and with `large` unacknowledged records already in the journal."""
+    out = {}
+    for n in (small, large):
+        dev = _device(8192)
+        j = Journal(DIR, max_bytes=7 * 1024 * 1024, segment_bytes=32 * 1024)
+        j.recover()
+        for _ in range(n):
+            seq = j.next_seq()
+            j.commit_record(seq, payload_for(seq), signed_for(seq))
+        us = []
+        for _ in range(probe):
+            seq = j.next_seq()
+            p, s = payload_for(seq), signed_for(seq)
+            t = time.ticks_us()
+            j.commit_record(seq, p, s)
+            us.append(time.ticks_diff(time.ticks_us(), t))
+        out[str(n)] = _median(us)
+        j.close()
+        vfs.umount(MOUNT)
+    return out
+
+
+def capacity(max_bytes=1024 * 1024, checkpoints=2):
+    """Sessions (records ~1.5-2.5 KB, mean 2 KB) that fit in `max_bytes` before sessions are refused."""
+    dev = _device(max_bytes // 1024 + 256)
+    j = Journal(DIR, max_bytes=max_bytes, segment_bytes=32 * 1024)
+    j.recover()
+    n = 0
+    signed = 0
+    while j.can_start_session():
+        seq = _session(j, n, checkpoints)
+        signed += len(signed_for(seq))
+        n += 1
+    used = j.usage()[0]
+    j.close()
+    vfs.umount(MOUNT)
+    return {"sessions": n, "used": used, "signed_bytes": signed}
