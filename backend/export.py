@@ -42,7 +42,7 @@ def select_sessions(sessions: sessionmaker, start: int | None, end: int | None, 
     if device is not None:
         q = q.where(Session.dev == device)
     with sessions() as db:
-        for s, d in db.execute(q).tuples().yield_per(500):
+        for s, d in db.execute(q).yield_per(500):
             yield s, d
 
 
@@ -67,7 +67,7 @@ def cdr(s: Session, d: Device, party: Party) -> dict:
     hours = Decimal(s.stop_t - s.start_t) / 3600
     kwh = Decimal(s.energy_wh) / 1000
     ocmf_payload = s.ocmf[5:].rpartition("|")[0]
-    return {
+    out = {
         "country_code": party.country_code,
         "party_id": party.party_id,
         "id": f"{s.dev}-{s.seq}",
@@ -95,8 +95,11 @@ def cdr(s: Session, d: Device, party: Party) -> dict:
         "total_energy": float(kwh),
         "total_time": float(round(hours, 6)),
         "last_updated": iso(s.stored_at),
-        "remark": ",".join(f for f in (s.flags, s.stop_reason) if f) or None,
     }
+    remark = ",".join(f for f in (s.flags, s.stop_reason) if f)
+    if remark:
+        out["remark"] = remark
+    return out
 
 
 def to_cdrs(rows: Iterator[tuple[Session, Device]], out: io.TextIOBase, party: Party = Party()) -> int:

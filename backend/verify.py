@@ -99,3 +99,10 @@ def open_record(raw: str, pubkey_der: bytes, dev: str) -> Opened:
     if not isinstance(fields, dict) or fields.get("dev") != dev or type(seq) is not int or seq < 1 or not isinstance(prev, str):
         raise Rejected("malformed", f"signed by the device but no usable dev/seq/prev ({problem})")
     return Opened(dev, seq, prev, hashlib.sha256(payload).hexdigest(), payload, fields, problem)
+
+
+def reopen(raw: str, dev: str, hash_: str, prev: str) -> Opened:
+    """A record open_record() accepted earlier (kept in `pending`), without verifying it again."""
+    payload = _payload(raw)
+    fields = json.loads(payload)
+    return Opened(dev, fields["seq"], prev, hash_, payload, fields if isinstance(fields, dict) else {})
