@@ -61,11 +61,12 @@ def _exists(path):
 
 
 def _makedirs(path):
-    cur = ""
-    for part in path.split("/")[:-1]:
-        cur = cur + "/" + part if cur or path.startswith("/") else part
-        if part and not _exists(cur):
-            os.mkdir(cur)
+    """Create the folders above the file path (LittleFS has no makedirs)."""
+    i = path.find("/", 1)
+    while i > 0:
+        if not _exists(path[:i]):
+            os.mkdir(path[:i])
+        i = path.find("/", i + 1)
 
 
 def _write_atomic(path, data):

@@ -24,6 +24,7 @@ _TEETH = const(6)
 _SPAN = const(43)  # ceil(256 / _TEETH)
 _ENTRIES = const(32)  # 2 ** (_TEETH - 1)
 _MASK = const(31)  # _ENTRIES - 1
+_CHUNK = const(8)  # table entries normalised per inversion while building
 
 _table = None  # built on first use by comb_table()
 
@@ -122,10 +123,12 @@ def _normalize_all(points):
 
 
 def comb_table():
-    """The fixed-base table for G, built once and cached (~2 KB bytearray).
+    """The fixed-base table for G, built once and cached (a 2 KB bytearray).
 
     Entry u (bit t of u = sign of tooth t, 1 for +) is
     2^((TEETH-1)*SPAN) G + sum_{t < TEETH-1} (+/-) 2^(t*SPAN) G.
+    Built in chunks of _CHUNK entries, each normalised with one inversion and written straight
+    into the bytearray, so at most _CHUNK Jacobian points are alive while building.
     """
     global _table
     if _table is not None:
@@ -139,24 +142,34 @@ def comb_table():
                 X, Y, Z = double(X, Y, Z)
         teeth.append((X, Y, Z))
     teeth = _normalize_all(teeth)
-    top = teeth[_TEETH - 1]
-    # Entry 0: top minus every lower tooth; flipping tooth t's sign adds 2 * tooth t.
-    X, Y, Z = top[0], top[1], 1
+    # Entry 0: the top tooth minus every lower tooth; flipping tooth t's sign adds 2 * tooth t.
+    X, Y, Z = teeth[_TEETH - 1][0], teeth[_TEETH - 1][1], 1
     for t in range(_TEETH - 1):
         X, Y, Z = add_affine(X, Y, Z, teeth[t][0], p - teeth[t][1])
     twice = _normalize_all([double(x, y, 1) for x, y in teeth[: _TEETH - 1]])
-    entries = [(X, Y, Z)]
-    for u in range(1, _ENTRIES):
+    teeth = None
+    table = bytearray(64 * _ENTRIES)
+    chunk = [(X, Y, Z)]
+    for u in range(1, _ENTRIES + 1):
+        if u % _CHUNK == 0:
+            for i, (x, y) in enumerate(_normalize_all(chunk)):
+                off = 64 * (u - _CHUNK + i)
+                table[off : off + 32] = x.to_bytes(32, "big")
+                table[off + 32 : off + 64] = y.to_bytes(32, "big")
+            chunk = []
+        if u == _ENTRIES:
+            break
         t = 0
         while not (u >> t) & 1:
             t += 1
-        # u = v + 2^t where bit t of v is clear, so v's entry already exists
-        X, Y, Z = entries[u - (1 << t)]
-        entries.append(add_affine(X, Y, Z, twice[t][0], twice[t][1]))
-    table = bytearray(64 * _ENTRIES)
-    for i, (x, y) in enumerate(_normalize_all(entries)):
-        table[64 * i : 64 * i + 32] = x.to_bytes(32, "big")
-        table[64 * i + 32 : 64 * i + 64] = y.to_bytes(32, "big")
+        v = u - (1 << t)  # bit t of v is clear, so v's entry exists: in this chunk or the table
+        if v >= u - len(chunk):
+            X, Y, Z = chunk[v - (u - len(chunk))]
+        else:
+            X = int.from_bytes(table[64 * v : 64 * v + 32], "big")
+            Y = int.from_bytes(table[64 * v + 32 : 64 * v + 64], "big")
+            Z = 1
+        chunk.append(add_affine(X, Y, Z, twice[t][0], twice[t][1]))
     _table = table
     return table
 
@@ -216,34 +229,35 @@ def _odd_multiples(pt, count):
 
 
 def _wnaf(k, w):
-    """Width-w NAF digits of k, least significant first (public scalars only)."""
-    digits = []
+    """Width-w NAF of k (public scalars only): bytearray, least significant first, digit + 2^(w-1)."""
     full = 1 << w
     half = full >> 1
+    digits = bytearray(257)  # one allocation: a growing list would need ever larger blocks
+    i = 0
     while k:
+        d = 0
         if k & 1:
             d = k & (full - 1)
             if d >= half:
                 d -= full
             k -= d
-        else:
-            d = 0
-        digits.append(d)
+        digits[i] = d + half
         k >>= 1
-    return digits
+        i += 1
+    return digits, i
 
 
 def mul(k, pt):
     """k*pt as Jacobian for any point (public scalars: branches on k's digits), width-5 NAF."""
     if not 0 <= k < N:
         raise ValueError("scalar out of range")
-    digits = _wnaf(k, 5)
+    digits, count = _wnaf(k, 5)
     odd = _odd_multiples(pt, 8)
     p = P
     X, Y, Z = 1, 1, 0
-    for i in range(len(digits) - 1, -1, -1):
+    for i in range(count - 1, -1, -1):
         X, Y, Z = double(X, Y, Z)
-        d = digits[i]
+        d = digits[i] - 16
         if d > 0:
             x, y = odd[d >> 1]
             X, Y, Z = add_affine(X, Y, Z, x, y)
