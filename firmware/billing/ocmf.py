@@ -2,6 +2,7 @@
 #   OCMF|{payload}|{"SA":"ECDSA-secp256r1-SHA256","SD":"<hex DER signature>"}
 # signed with the device key over the payload bytes exactly as written. Energy is exact: the
 # meter's integer Wh become a kWh decimal with three places (12345 Wh -> 12.345), no floats.
+from billing.tz import civil_from_days
 from crypto import canon
 
 FV = "1.0"
@@ -20,26 +21,13 @@ def kwh(wh):
     return "%d.%03d" % (wh // 1000, wh % 1000)
 
 
-def civil(days):
-    """(year, month, day) of a day count since 1970-01-01 (proleptic Gregorian, integers only)."""
-    z = days + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (1 if month <= 2 else 0), month, day
-
-
 def timestamp(t, quality):
     """OCMF TM: "YYYY-MM-DDThh:mm:ss,000+0000 S" for UTC epoch seconds t."""
     if not isinstance(t, int) or isinstance(t, bool) or t < 0:
         raise ValueError("time must be non-negative integer epoch seconds")
     if quality not in _QUALITIES:
         raise ValueError("time quality must be S, I or U")
-    y, mo, d = civil(t // 86400)
+    y, mo, d = civil_from_days(t // 86400)
     s = t % 86400
     return "%04d-%02d-%02dT%02d:%02d:%02d,000+0000 %s" % (y, mo, d, s // 3600, s // 60 % 60, s % 60, quality)
 
