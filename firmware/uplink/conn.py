@@ -144,10 +144,16 @@ class Conn:
                 raise OSError("no %s within %d ms" % (what, self.timeout_ms))
         return self._acks.pop(key)
 
-    async def serve(self):
-        """Receive and dispatch until the connection fails (raises OSError)."""
+    async def serve(self, gate=None):
+        """Receive and dispatch until the connection fails (raises OSError).
+
+        gate: awaited between reads, so a consumer can stop reading until it has caught up
+        (back-pressure through TCP instead of dropping messages).
+        """
         while True:
             await self._receive()
+            if gate is not None:
+                await gate()
 
     async def _receive(self):
         stream = self._stream

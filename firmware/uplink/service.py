@@ -24,7 +24,8 @@ from uplink.downlink import Downlink
 from uplink.forward import Forwarder
 
 _IDLE_WAIT_MS = const(250)  # loop period with nothing to do: keepalive and timers
-_INBOX = const(8)  # downlink documents waiting for verification
+_INBOX = const(64)  # downlink documents waiting (bounded in bytes by one receive buffer)
+_GATE_POLL_MS = const(5)
 
 # uplink config keys this part reads (cfg["uplink"]), with defaults for those config.py lacks
 DEFAULTS = {
@@ -201,10 +202,16 @@ class Uplink:
 
     async def _reader(self):
         try:
-            await self.conn.serve()
+            await self.conn.serve(self._caught_up)
         except OSError:
             pass  # conn.error says why; the session loop notices
         self._wake.set()
+
+    async def _caught_up(self):
+        # read no more while documents wait: the broker holds the rest (TCP back-pressure)
+        while self._inbox and self.conn.connected:
+            self._wake.set()
+            await clock.sleep_ms(_GATE_POLL_MS)
 
     def _on_message(self, topic, msg, oversize):
         kind = self._kind.get(topic)
@@ -214,7 +221,8 @@ class Uplink:
         elif kind == "auth/res":
             self.auth.on_response(msg)
         elif kind is not None:
-            if len(self._inbox) >= _INBOX:
+            if len(self._inbox) >= _INBOX:  # cannot happen with the gate; a guard all the same
+                log.warn("uplink", "%s dropped: too many documents waiting" % kind)
                 self.events.add({"evt": "downlink-rejected", "doc": kind, "reason": "busy"})
             else:
                 self._inbox.append((kind, msg, oversize))

@@ -1,8 +1,9 @@
 """A minimal backend for uplink tests (paho-mqtt): stores records by (dev, seq), acks cumulatively.
 
 Not the reference backend (backend/): it does not verify signatures. It reads seq from the JWS
-payload, stores each (dev, seq) once, remembers the order of first stores, and acks the highest
-contiguous seq. It can misbehave on purpose (late, duplicated, out-of-order, bogus acks), answer
+payload and, like the reference backend, stores each (dev, seq) once and in seq order: a record
+that arrives ahead of a gap (the peer was offline while the device sent) waits until the gap
+closes. It acks the highest stored seq. It can misbehave on purpose (late, duplicated, out-of-order, bogus acks), answer
 online authorization requests, sign and publish downlink documents (ES256 with `cryptography`),
 and collects status messages and events.
 """
@@ -74,6 +75,7 @@ class BackendPeer:
         self.order: dict[str, list[int]] = defaultdict(list)
         self.received = 0
         self.duplicates = 0
+        self.ahead = 0  # records that arrived before their predecessor
         self.status: dict[str, dict] = {}
         self.status_log: list[dict] = []
         self.events: list[dict] = []
@@ -154,10 +156,12 @@ class BackendPeer:
                 self.duplicates += 1
             else:
                 self.records[(dev, seq)] = payload
-                self.order[dev].append(seq)
+                if seq != self._head[dev] + 1:
+                    self.ahead += 1
             head = self._head[dev]
             while (dev, head + 1) in self.records:
                 head += 1
+                self.order[dev].append(head)  # stored: every predecessor is there
             self._head[dev] = head
             self._since_ack[dev] += 1
             if self._since_ack[dev] < self.faults.every:

@@ -3,7 +3,9 @@ test can break the network while the firmware runs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,8 +25,13 @@ class DeviceRun:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "DeviceRun":
+        # the spec goes in a file: the unix port dies on a command-line argument over 255 bytes
+        fd, path = tempfile.mkstemp(prefix="uplink-spec-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.spec, f)
+        self._spec_path = path
         self.proc = subprocess.Popen(
-            [*mpy.command(MP_DIR / "uplink_rig.py", self.heap), json.dumps(self.spec)],
+            [*mpy.command(MP_DIR / "uplink_rig.py", self.heap), path],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=mpy.mpy_env(None, [MP_DIR]),
         )
@@ -58,6 +65,8 @@ class DeviceRun:
             self.proc.kill()
             self.proc.wait()
             raise TimeoutError(f"device run did not finish\n{self.log()}")
+        finally:
+            os.unlink(self._spec_path) if os.path.exists(self._spec_path) else None
         time.sleep(0.05)
         final = [r for r in self.results if "acked" in r]
         if self.proc.returncode != 0 or not final:

@@ -22,3 +22,90 @@ def test_thousand_records_in_order(broker, peer):
     _check(res, peer, 1000)
     assert peer.duplicates == 0
     assert any(s.get("pending") == 0 and s.get("seq") == 1000 for s in peer.status_log)
+
+
+def test_broker_restarted_mid_stream(broker, peer):
+    run = DeviceRun({"records": 1000, "uplink": uplink_cfg(broker.url), "deadline_ms": 90000,
+                     "progress_every": 100}).start()
+    try:
+        run.wait_progress(300)
+        broker.restart()
+        run.wait_progress(700)
+        broker.stop()
+        import time
+
+        time.sleep(1.5)  # device retries into a dead port meanwhile
+        broker.start()
+        res = run.result()
+    finally:
+        run.stop()
+    _check(res, peer, 1000)
+    assert res["connects"] >= 3
+
+
+def test_acks_duplicated_delayed_reordered_and_bogus(broker, faulty_peer):
+    run = DeviceRun({"records": 600, "uplink": uplink_cfg(broker.url), "deadline_ms": 90000}).start()
+    res = run.result()
+    _check(res, faulty_peer, 600)
+    assert res["acks_ignored"] > 0
+
+
+def test_connection_cut_mid_packet(broker, peer):
+    from host_tests.uplink.netfaults import FaultProxy
+
+    with FaultProxy((broker.host, broker.port)) as proxy:
+        proxy.cut_after = 7000  # every connection dies a few records in, inside a PUBLISH
+        run = DeviceRun({"records": 300, "uplink": uplink_cfg(proxy.url, backoff_max_ms=500),
+                         "deadline_ms": 90000, "progress_every": 50}).start()
+        try:
+            run.wait_progress(100)
+            proxy.cut_after = None
+            res = run.result()
+        finally:
+            run.stop()
+    assert proxy.cuts >= 3
+    _check(res, peer, 300)
+
+
+def test_half_open_link_is_dropped_and_resumed(broker, peer):
+    """The link goes silent both ways (no FIN, no RST): keepalive notices, the device reconnects."""
+    import time
+
+    from host_tests.uplink.netfaults import FaultProxy
+
+    with FaultProxy((broker.host, broker.port)) as proxy:
+        run = DeviceRun({"records": 400, "uplink": uplink_cfg(proxy.url), "deadline_ms": 90000,
+                         "progress_every": 50}).start()
+        try:
+            run.wait_progress(100)
+            proxy.mode = "blackhole"
+            time.sleep(8)  # longer than keepalive (5 s): the device must give up on the link
+            proxy.mode = "forward"
+            res = run.result()
+        finally:
+            run.stop()
+    _check(res, peer, 400)
+    assert res["connects"] >= 2
+
+
+def test_black_hole_broker_never_stalls_the_loop():
+    from host_tests.uplink.netfaults import blackhole_server
+
+    hole = blackhole_server()
+    try:
+        run = DeviceRun({"records": 5, "uplink": uplink_cfg(hole.url), "deadline_ms": 7000}).start()
+        res = run.result()
+    finally:
+        hole.stop()
+    assert res["acked"] == 0 and res["connects"] == 0
+    assert hole.connections >= 2  # CONNACK deadline, backoff, tried again
+    assert res["max_lag_ms"] < STALL_BOUND_MS, res
+    print(f"\nblack hole: max event loop stall {res['max_lag_ms']} ms over {res['elapsed_ms']} ms")
+
+
+def test_unresolvable_broker_name_never_stalls_the_loop():
+    run = DeviceRun({"records": 5, "uplink": uplink_cfg("mqtt://no-such-host.invalid:1883"), "deadline_ms": 4000}).start()
+    res = run.result()
+    assert res["acked"] == 0 and res["connects"] == 0
+    assert res["max_lag_ms"] < STALL_BOUND_MS, res
+    assert "dns" in (res["error"] or "")

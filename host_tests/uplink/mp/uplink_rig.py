@@ -145,6 +145,9 @@ async def drive(spec):
     progress_every = spec.get("progress_every", 0)
     last_progress = 0
     auth_answers = []
+    offline_answers = []
+    for token in spec.get("authorize_offline", []):
+        offline_answers.append(await up.authorize(token))
     for token in spec.get("authorize", []):
         while not up.online and not clock.expired(deadline):
             await asyncio.sleep_ms(20)
@@ -164,11 +167,13 @@ async def drive(spec):
     result = stats(up, store, lag, t0)
     result["applied_docs"] = applied
     result["auth"] = auth_answers
+    result["auth_offline"] = offline_answers
     emit(result)
 
 
 def main():
-    spec = json.loads(sys.argv[1] if len(sys.argv) > 1 else open("spec.json").read())
+    with open(sys.argv[1]) as f:  # a file: the unix port cannot take long arguments
+        spec = json.loads(f.read())
     asyncio.run(drive(spec))
 
 
