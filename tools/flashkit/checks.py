@@ -1,0 +1,157 @@
+"""Host-side config checks: a bad config never reaches a board.
+
+The schema is the firmware's own (firmware/app/config.py, pure Python, imported here from the
+firmware folder); on top of it: the board's pins (boards/esp32/pincheck.py), key formats, and
+stream URLs that must name a UART the board has.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .build import BOARDS, FIRMWARE, board_family
+
+# DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 66-byte BIT STRING)
+# followed by an uncompressed point (04 || X || Y): 91 bytes in all.
+P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+P256_SPKI_LEN = 91
+
+
+class ConfigProblem(ValueError):
+    """One or more problems, each "field: message"."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _firmware_module(name: str):
+    if str(FIRMWARE) not in sys.path:
+        sys.path.insert(0, str(FIRMWARE))
+    return importlib.import_module(name)
+
+
+def config_module():
+    return _firmware_module("app.config")
+
+
+def _pincheck():
+    folder = str(BOARDS / "esp32")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("pincheck")
+
+
+def parse_public_key(text: str | bytes) -> str:
+    """A P-256 public key as PEM, DER or hex -> hex SPKI DER (the config's backend_key form)."""
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    stripped = raw.strip()
+    der: bytes | None = None
+    if stripped.startswith(b"-----BEGIN"):
+        if b"PUBLIC KEY" not in stripped.split(b"\n", 1)[0]:
+            raise ValueError("backend key: want a PUBLIC KEY PEM block (never a private key)")
+        body = b"".join(line for line in stripped.splitlines() if not line.startswith(b"-----"))
+        try:
+            der = base64.b64decode(body, validate=True)
+        except binascii.Error:
+            raise ValueError("backend key: the PEM body is not valid base64") from None
+    elif stripped and all(c in b"0123456789abcdefABCDEF" for c in stripped):
+        der = bytes.fromhex(stripped.decode()) if len(stripped) % 2 == 0 else None
+    else:
+        der = raw
+    if der is None or len(der) != P256_SPKI_LEN or not der.startswith(P256_SPKI_PREFIX) or der[26] != 4:
+        raise ValueError("backend key: not a P-256 public key (SubjectPublicKeyInfo, PEM/DER/hex)")
+    return der.hex()
+
+
+def _uart_names(board: str) -> set[str]:
+    if board_family(board) != "esp32":
+        return set()
+    spec = _pincheck().board(board)
+    names = set()
+    for field in ("rs485", "nfc"):
+        conf = spec.get(field)
+        if conf and conf.get("bus", "uart") == "uart":
+            names |= {field, f"uart{conf['uart']}"}
+    return names
+
+
+def validate(override: Any, board: str | None = None) -> dict:
+    """The full config (defaults merged) or ConfigProblem naming every field that is wrong."""
+    config = config_module()
+    try:
+        full = config.validate(override)
+    except config.ConfigError as exc:
+        raise ConfigProblem([str(exc)]) from None
+    problems: list[str] = []
+    if full["backend_key"] is not None:
+        try:
+            parse_public_key(full["backend_key"])
+        except ValueError as exc:
+            problems.append(f"backend_key: {str(exc).split(': ', 1)[1]}")
+    if board is not None:
+        try:
+            family = board_family(board)
+        except ValueError as exc:
+            raise ConfigProblem([f"board: {exc}"]) from None
+        if family == "esp32":
+            problems += _pincheck().check(board, full["pins"])
+            uarts = _uart_names(board)
+            for field in ("meter.url", "nfc.url"):
+                section, key = field.split(".")
+                url = full[section][key]
+                if url is not None and not url.startswith("tcp://") and url not in uarts:
+                    problems.append(f"{field}: board {board} has no UART {url!r}; use tcp://host:port or one of "
+                                    f"{', '.join(sorted(uarts))}")
+    if problems:
+        raise ConfigProblem(problems)
+    return full
+
+
+def load_file(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigProblem([f"config: cannot read {path}: {exc.strerror}"]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigProblem([f"config: {path} is not valid JSON (line {exc.lineno}: {exc.msg})"]) from None
+
+
+def set_path(config: dict, dotted: str, value: Any) -> dict:
+    """A copy of config with dotted ("meter.url") set to value; objects on the way are created."""
+    out = json.loads(json.dumps(config))
+    node = out
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigProblem([f"{dotted}: not a setting name"])
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigProblem([f"{dotted}: {part} is not an object"])
+        node = child
+    node[parts[-1]] = value
+    return out
+
+
+def get_path(config: dict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigProblem([f"{dotted}: unknown setting"])
+        node = node[part]
+    return node
+
+
+def parse_value(text: str) -> Any:
+    """Command-line value: JSON when it parses (27, null, true, [..]), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
