@@ -20,54 +20,16 @@ import struct
 
 from micropython import const
 
-from journal import frame
+from journal import frame, recovery
+from journal.recovery import ACK, ACK_TMP, DIGEST, QDIR, seg_name
 
-_SEG_SUFFIX = ".seg"
-_ACK = "ack"
-_ACK_TMP = "ack.tmp"
-_QDIR = "q"
 _Q_KEEP = const(4096)  # bytes of a damaged region kept for the technician
-_DIGEST = const(32)
 _MAX_SID = const(64)
 _MAX_SESSION_JSON = const(2048)
 
 
 class JournalFull(Exception):
     pass
-
-
-class RecoveryReport:
-    """What recover() found: the chain state, sessions left open by the power cut, problems."""
-
-    def __init__(self):
-        self.open_sessions = {}  # session_id -> {"start": dict, "last": last checkpoint dict or None}
-        self.problems = []  # dicts: kind (corrupt, torn, ack, base), seg, off, len, seq
-        self.next_seq = 1
-        self.prev_hash = ""
-        self.acked_seq = 0
-        self.pending = 0
-        self.segments = 0
-        self.bytes_read = 0
-
-
-def _seg_name(segno, base):
-    return "%08d-%08d%s" % (segno, base, _SEG_SUFFIX)
-
-
-def _parse_seg(name):
-    if not name.endswith(_SEG_SUFFIX) or len(name) != 17 + len(_SEG_SUFFIX) or name[8] != "-":
-        return None
-    try:
-        return int(name[:8]), int(name[9:17])
-    except ValueError:
-        return None
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
 
 
 def _sid_bytes(session_id):
@@ -121,11 +83,11 @@ class Journal:
         return self._dir + "/" + name
 
     def _seg_path(self, seg):
-        return self._path(_seg_name(seg[0], seg[1]))
+        return self._path(seg_name(seg[0], seg[1]))
 
     def _read_ack(self):
         try:
-            with open(self._path(_ACK), "rb") as f:
+            with open(self._path(ACK), "rb") as f:
                 raw = f.read(8)
         except OSError:
             return None
@@ -138,11 +100,11 @@ class Journal:
 
     def _write_ack(self, seq):
         raw = struct.pack("<I", seq)
-        tmp = self._path(_ACK_TMP)
+        tmp = self._path(ACK_TMP)
         with open(tmp, "wb") as f:
             f.write(raw)
             f.write(struct.pack("<I", frame.crc32(raw)))
-        os.rename(tmp, self._path(_ACK))
+        os.rename(tmp, self._path(ACK))
 
     def _problem(self, kind, segno, off, length, seq):
         p = {"kind": kind, "seg": segno, "off": off, "len": length, "seq": seq}
@@ -163,7 +125,7 @@ class Journal:
         try:
             f.seek(off)
             raw = f.read(min(end - off, _Q_KEEP))
-            with open(self._path("%s/%08d-%d" % (_QDIR, seg[0], off)), "wb") as q:
+            with open(self._path("%s/%08d-%d" % (QDIR, seg[0], off)), "wb") as q:
                 q.write(raw)
         except OSError:
             pass
@@ -171,151 +133,10 @@ class Journal:
     # -- boot recovery --
 
     def recover(self):
-        """Rebuild the state from flash: read the ack cursor and only the newest segment."""
-        self.close()
-        report = self._report = RecoveryReport()
-        _mkdir(self._dir)
-        _mkdir(self._path(_QDIR))
-        segs = []
-        for entry in os.ilistdir(self._dir):
-            name = entry[0]
-            parsed = _parse_seg(name)
-            if parsed is not None:
-                size = entry[3] if len(entry) > 3 else os.stat(self._path(name))[6]
-                segs.append([parsed[0], parsed[1], size])
-            elif name == _ACK_TMP:
-                os.remove(self._path(name))
-        segs.sort()
-        self._segs = segs
-        self._quarantined = set()
-        for entry in os.ilistdir(self._path(_QDIR)):
-            segno, _, off = entry[0].partition("-")
-            try:
-                self._quarantined.add((int(segno), int(off)))
-            except ValueError:
-                pass
-        acked = self._read_ack()
-        self._next, self._prev, self._open, self._base_end = 1, b"", {}, 0
-        self._last_segno = segs[-1][0] if segs else 0
-        torn = None
-        while segs:
-            torn = self._scan(len(segs) - 1)
-            if torn is not None:
-                break
-            # Nothing readable in the newest segment: a rotation cut short (its predecessor is
-            # whole), or damage to a lone segment, whose name still tells the next seq.
-            seg = segs.pop()
-            if not segs and seg[2]:
-                self._problem("base", seg[0], 0, seg[2], seg[1])
-            self._next = seg[1]
-            os.remove(self._seg_path(seg))
-        if acked is None:
-            acked = segs[0][1] - 1 if segs else self._next - 1
-        if acked >= self._next:
-            # Never reuse a seq the backend may already hold.
-            self._problem("ack", 0, 0, 0, acked)
-            self._next = acked + 1
-        self._acked = acked
-        self._hint = None
-        if not segs or torn:
-            self._rotate()  # fresh journal, or leave a torn tail behind in a sealed segment
-        else:
-            self._f = open(self._seg_path(segs[-1]), "ab")
-        self._trim()
-        self._broken = False
-        report.next_seq = self._next
-        report.prev_hash = self.prev_hash()
-        report.acked_seq = self._acked
-        report.pending = self._next - 1 - self._acked
-        report.segments = len(self._segs)
-        for sid, (start, last) in self._open.items():
-            report.open_sessions[sid] = {"start": start, "last": last}
-        self._report = None
-        return report
+        """Rebuild the state from flash: read the ack cursor and only the newest segment.
 
-    def _scan(self, i, fallback=True):
-        # Replay segment i into the state. None: nothing valid in it; else whether its tail is torn.
-        seg = self._segs[i]
-        with open(self._seg_path(seg), "rb") as f:
-            r = frame.Reader(f, seg[2])
-            e = r.next()
-            if e is None or (e[2] == frame.BAD and e[1] >= seg[2]):
-                return None
-            body = r.read_body() if e[2] == frame.BASE else None
-            if body is not None:
-                self._next, self._prev = e[3], e[4]
-                self._open = {}
-                for sid, pair in json.loads(body).items():
-                    self._open[sid] = [pair[0], pair[1]]
-                self._base_end = e[1]
-            else:
-                # Damaged BASE (a bit flip): the previous segment, when kept, ends in the same state.
-                if not (fallback and i > 0 and self._scan(i - 1, False) is not None and self._next == seg[1]):
-                    self._problem("base", seg[0], 0, e[1], seg[1])
-                    self._prev, self._open = b"", {}
-                self._next = seg[1]
-                self._base_end = 0
-                r.pos = 0  # replay from the start: the damaged BASE is quarantined below
-            torn = False
-            while True:
-                e = r.next()
-                if e is None:
-                    break
-                off, end, kind, seq, key = e
-                if kind == frame.BAD:
-                    torn = end >= seg[2]
-                    self._bad("torn" if torn else "corrupt", seg, f, off, end, None)
-                    if torn:
-                        self._damaged_tail(seg, f, off)
-                    continue
-                torn = False
-                if seq > self._next and kind != frame.REC:
-                    # Entries before this one were lost to damage; they may have held records.
-                    self._problem("chain", seg[0], off, end - off, seq)
-                    self._next = seq
-                body = None
-                if kind == frame.OPEN or kind == frame.CHECK:
-                    body = r.read_body()
-                    ok = body is not None
-                else:
-                    ok = r.verify_body()
-                if not ok:
-                    self._bad("corrupt", seg, f, off, end, seq)
-                if kind == frame.REC:
-                    # A record whose body is damaged still counts: its seq and hash are never reused.
-                    if seq >= self._next:
-                        if seq > self._next:
-                            self._problem("chain", seg[0], off, end - off, seq)
-                        self._next = seq + 1
-                        self._prev = key[:_DIGEST]
-                    self._open.pop(key[_DIGEST:].decode(), None)
-                elif kind == frame.DROP:
-                    self._open.pop(key.decode(), None)
-                elif body is not None:
-                    sid = key.decode()
-                    data = json.loads(body)
-                    if kind == frame.OPEN:
-                        self._open[sid] = [data, None]
-                    elif sid in self._open:
-                        self._open[sid][1] = data
-            if self._report is not None:
-                self._report.bytes_read += r.bytes_read
-        return torn
-
-    def _damaged_tail(self, seg, f, off):
-        # A damaged last entry may have been a record: judge its header leniently (one flipped bit
-        # leaves the kind recognisable, see frame) and rather skip a seq than ever reuse one.
-        f.seek(off)
-        raw = f.read(frame.HEAD + _DIGEST)
-        if len(raw) < frame.HEAD:
-            return
-        kind = raw[2]
-        seq = struct.unpack_from("<I", raw, 8)[0]
-        diff = kind ^ frame.REC
-        if kind == frame.REC or (seq == self._next and diff & (diff - 1) == 0):
-            self._problem("chain", seg[0], off, len(raw), self._next)
-            self._next += 1
-            self._prev = raw[frame.HEAD :] if len(raw) == frame.HEAD + _DIGEST else b""
+        Returns a RecoveryReport: open sessions (to close as power-loss records), problems."""
+        return recovery.recover(self)
 
     # -- writing --
 
@@ -374,7 +195,7 @@ class Journal:
             for q in [q for q in self._quarantined if q[0] == segno]:
                 self._quarantined.discard(q)
                 try:
-                    os.remove(self._path("%s/%08d-%d" % (_QDIR, q[0], q[1])))
+                    os.remove(self._path("%s/%08d-%d" % (QDIR, q[0], q[1])))
                 except OSError:
                     pass
 
@@ -479,7 +300,11 @@ class Journal:
         if after_seq is not None and after_seq + 1 > want:
             want = after_seq + 1
         count = 0
-        while want < self._next and (limit is None or count < limit):
+        while limit is None or count < limit:
+            if want <= self._acked:  # acknowledged while we were yielding: skip them
+                want = self._acked + 1
+            if want >= self._next:
+                return
             found = self._find(want)
             if found is None:
                 return

@@ -15,6 +15,14 @@ BLOCKS = 64
 CONFIG = {"max_bytes": 64 * 1024, "segment_bytes": 8 * 1024, "record_reserve": 4096}
 
 
+def configure(sessions=24, **config):
+    """Workload size and journal settings for the following runs."""
+    global SESSIONS, CONFIG
+    SESSIONS = sessions
+    CONFIG = dict(CONFIG)
+    CONFIG.update(config)
+
+
 def signed_for(seq):
     n = 1500 + (seq * 377) % 1000
     unit = ("%06d|" % seq).encode()

@@ -1,0 +1,199 @@
+# Boot recovery of the session journal: rebuild the chain state, the ack cursor and the open
+# sessions from flash, reading the directory, the ack file and only the newest segment. Older
+# segments are read later, lazily, when pending() streams their records.
+import json
+import os
+import struct
+
+from micropython import const
+
+from journal import frame
+
+SEG_SUFFIX = ".seg"
+ACK = "ack"
+ACK_TMP = "ack.tmp"
+QDIR = "q"
+DIGEST = const(32)
+
+
+class RecoveryReport:
+    """What recover() found: the chain state, sessions left open by the power cut, problems."""
+
+    def __init__(self):
+        self.open_sessions = {}  # session_id -> {"start": dict, "last": last checkpoint dict or None}
+        self.problems = []  # dicts: kind (corrupt, torn, ack, base), seg, off, len, seq
+        self.next_seq = 1
+        self.prev_hash = ""
+        self.acked_seq = 0
+        self.pending = 0
+        self.segments = 0
+        self.bytes_read = 0
+
+
+def seg_name(segno, base):
+    return "%08d-%08d%s" % (segno, base, SEG_SUFFIX)
+
+
+def parse_seg(name):
+    if not name.endswith(SEG_SUFFIX) or len(name) != 17 + len(SEG_SUFFIX) or name[8] != "-":
+        return None
+    try:
+        return int(name[:8]), int(name[9:17])
+    except ValueError:
+        return None
+
+
+def mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def recover(j):
+    j.close()
+    report = j._report = RecoveryReport()
+    mkdir(j._dir)
+    mkdir(j._path(QDIR))
+    segs = []
+    for entry in os.ilistdir(j._dir):
+        name = entry[0]
+        parsed = parse_seg(name)
+        if parsed is not None:
+            size = entry[3] if len(entry) > 3 else os.stat(j._path(name))[6]
+            segs.append([parsed[0], parsed[1], size])
+        elif name == ACK_TMP:
+            os.remove(j._path(name))
+    segs.sort()
+    j._segs = segs
+    j._quarantined = set()
+    for entry in os.ilistdir(j._path(QDIR)):
+        segno, _, off = entry[0].partition("-")
+        try:
+            j._quarantined.add((int(segno), int(off)))
+        except ValueError:
+            pass
+    acked = j._read_ack()
+    j._next, j._prev, j._open, j._base_end = 1, b"", {}, 0
+    j._last_segno = segs[-1][0] if segs else 0
+    torn = None
+    while segs:
+        torn = _scan(j, len(segs) - 1)
+        if torn is not None:
+            break
+        # Nothing readable in the newest segment: a rotation cut short (its predecessor is
+        # whole), or damage to a lone segment, whose name still tells the next seq.
+        seg = segs.pop()
+        if not segs and seg[2]:
+            j._problem("base", seg[0], 0, seg[2], seg[1])
+        j._next = seg[1]
+        os.remove(j._seg_path(seg))
+    if acked is None:
+        acked = segs[0][1] - 1 if segs else j._next - 1
+    if acked >= j._next:
+        # Never reuse a seq the backend may already hold.
+        j._problem("ack", 0, 0, 0, acked)
+        j._next = acked + 1
+    j._acked = acked
+    j._hint = None
+    if not segs or torn:
+        j._rotate()  # fresh journal, or leave a torn tail behind in a sealed segment
+    else:
+        j._f = open(j._seg_path(segs[-1]), "ab")
+    j._trim()
+    j._broken = False
+    report.next_seq = j._next
+    report.prev_hash = j.prev_hash()
+    report.acked_seq = j._acked
+    report.pending = j._next - 1 - j._acked
+    report.segments = len(j._segs)
+    for sid, (start, last) in j._open.items():
+        report.open_sessions[sid] = {"start": start, "last": last}
+    j._report = None
+    return report
+
+
+def _scan(j, i, fallback=True):
+    # Replay segment i into the state. None: nothing valid in it; else whether its tail is torn.
+    seg = j._segs[i]
+    with open(j._seg_path(seg), "rb") as f:
+        r = frame.Reader(f, seg[2])
+        e = r.next()
+        if e is None or (e[2] == frame.BAD and e[1] >= seg[2]):
+            return None
+        body = r.read_body() if e[2] == frame.BASE else None
+        if body is not None:
+            j._next, j._prev = e[3], e[4]
+            j._open = {}
+            for sid, pair in json.loads(body).items():
+                j._open[sid] = [pair[0], pair[1]]
+            j._base_end = e[1]
+        else:
+            # Damaged BASE (a bit flip): the previous segment, when kept, ends in the same state.
+            if not (fallback and i > 0 and _scan(j, i - 1, False) is not None and j._next == seg[1]):
+                j._problem("base", seg[0], 0, e[1], seg[1])
+                j._prev, j._open = b"", {}
+            j._next = seg[1]
+            j._base_end = 0
+            r.pos = 0  # replay from the start: the damaged BASE is quarantined below
+        torn = False
+        while True:
+            e = r.next()
+            if e is None:
+                break
+            off, end, kind, seq, key = e
+            if kind == frame.BAD:
+                torn = end >= seg[2]
+                j._bad("torn" if torn else "corrupt", seg, f, off, end, None)
+                if torn:
+                    _damaged_tail(j, seg, f, off)
+                continue
+            torn = False
+            if seq > j._next and kind != frame.REC:
+                # Entries before this one were lost to damage; they may have held records.
+                j._problem("chain", seg[0], off, end - off, seq)
+                j._next = seq
+            body = None
+            if kind == frame.OPEN or kind == frame.CHECK:
+                body = r.read_body()
+                ok = body is not None
+            else:
+                ok = r.verify_body()
+            if not ok:
+                j._bad("corrupt", seg, f, off, end, seq)
+            if kind == frame.REC:
+                # A record whose body is damaged still counts: its seq and hash are never reused.
+                if seq >= j._next:
+                    if seq > j._next:
+                        j._problem("chain", seg[0], off, end - off, seq)
+                    j._next = seq + 1
+                    j._prev = key[:DIGEST]
+                j._open.pop(key[DIGEST:].decode(), None)
+            elif kind == frame.DROP:
+                j._open.pop(key.decode(), None)
+            elif body is not None:
+                sid = key.decode()
+                data = json.loads(body)
+                if kind == frame.OPEN:
+                    j._open[sid] = [data, None]
+                elif sid in j._open:
+                    j._open[sid][1] = data
+        if j._report is not None:
+            j._report.bytes_read += r.bytes_read
+    return torn
+
+
+def _damaged_tail(j, seg, f, off):
+    # A damaged last entry may have been a record: judge its header leniently (one flipped bit
+    # leaves the kind recognisable, see frame) and rather skip a seq than ever reuse one.
+    f.seek(off)
+    raw = f.read(frame.HEAD + DIGEST)
+    if len(raw) < frame.HEAD:
+        return
+    kind = raw[2]
+    seq = struct.unpack_from("<I", raw, 8)[0]
+    diff = kind ^ frame.REC
+    if kind == frame.REC or (seq == j._next and diff & (diff - 1) == 0):
+        j._problem("chain", seg[0], off, len(raw), j._next)
+        j._next += 1
+        j._prev = raw[frame.HEAD :] if len(raw) == frame.HEAD + DIGEST else b""
