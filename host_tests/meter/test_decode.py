@@ -48,6 +48,11 @@ SCALES = [(1, 1), (1000, 1), (1, 10), (1, 100), (100, 1), (10, 1), (1000000, 1)]
 
 
 def _check(mpy, bits: list[int]) -> None:
+    for i in range(0, len(bits), 500):  # keep each command line and heap small
+        _check_batch(mpy, bits[i:i + 500])
+
+
+def _check_batch(mpy, bits: list[int]) -> None:
     got = mpy.run(
         f"""
 from meter.decode import f32
