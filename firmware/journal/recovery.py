@@ -68,10 +68,10 @@ def recover(j):
     j._segs = segs
     j._quarantined = set()
     for entry in os.ilistdir(j._path(QDIR)):
-        segno, _, off = entry[0].partition("-")
+        parts = entry[0].split("-")
         try:
-            j._quarantined.add((int(segno), int(off)))
-        except ValueError:
+            j._quarantined.add((int(parts[0]), int(parts[1])))
+        except (ValueError, IndexError):
             pass
     acked = j._read_ack()
     j._next, j._prev, j._open, j._base_end = 1, b"", {}, 0
