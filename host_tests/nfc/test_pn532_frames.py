@@ -58,13 +58,7 @@ import asyncio
 from nfc.pn532 import Pn532
 from nfc.pn532_link import Spi, I2c
 
-REV = bytearray(256)
-for i in range(256):
-    r = 0
-    for b in range(8):
-        if i & (1 << b):
-            r |= 0x80 >> b
-    REV[i] = r
+REV = bytes(int("{:08b}".format(i)[::-1], 2) for i in range(256))  # independent of the driver's table
 
 class Cs:
     def __init__(self, bus):

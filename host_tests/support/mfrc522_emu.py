@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from host_tests.support.pn532_emu import default_atqa_sak
+from host_tests.support.pn532_emu import EmulatorBase, LoopbackServer, default_atqa_sak
 
 # registers
 COMMAND, COM_IRQ, DIV_IRQ, ERROR, STATUS2 = 0x01, 0x04, 0x05, 0x06, 0x08
@@ -126,17 +126,15 @@ class Stats:
     transfers: int = 0
 
 
-class Mfrc522Emulator:
+class Mfrc522Emulator(EmulatorBase):
+    FAULTS = FAULTS
+
     def __init__(self, version: int = 0x92) -> None:
+        super().__init__()
         self.version = version
         self.cards: list[Picc] = []
         self.stats = Stats()
-        self._faults: list[str] = []
         self._plan: list = []
-        self._lock = threading.RLock()
-        self._threads: list[threading.Thread] = []
-        self._closers: list = []
-        self._closing = threading.Event()
         self._reset()
 
     # ---- test controls -------------------------------------------------------------
@@ -156,16 +154,6 @@ class Mfrc522Emulator:
         uids = [] if step is None else [step] if isinstance(step, (bytes, bytearray)) else list(step)
         kept = {c.uid: c for c in self.cards}  # a card that stays keeps its state (e.g. HALT)
         self.cards = [kept.get(bytes(u)) or Picc(bytes(u)) for u in uids]
-
-    def remove(self) -> None:
-        with self._lock:
-            self.cards = []
-
-    def inject(self, fault: str, count: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
-        with self._lock:
-            self._faults += [fault] * count
 
     def _take(self, fault: str) -> bool:
         if self._faults and self._faults[0] == fault:
@@ -319,30 +307,9 @@ class Mfrc522Emulator:
 
     # ---- SPI bridge over TCP -------------------------------------------------------------
     def serve_tcp(self) -> str:
-        srv = socket.socket()
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
-        srv.settimeout(0.1)
-        self._closers.append(srv.close)
-        t = threading.Thread(target=self._accept_loop, args=(srv,), daemon=True)
-        t.start()
-        self._threads.append(t)
-        return f"tcp://127.0.0.1:{srv.getsockname()[1]}"
-
-    def _accept_loop(self, srv: socket.socket) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = srv.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._closers.append(conn.close)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
+        server = LoopbackServer(self._serve)
+        self._closers.append(server.close)
+        return server.url
 
     def _recv_exact(self, conn: socket.socket, n: int) -> bytes | None:
         buf = b""
@@ -358,7 +325,7 @@ class Mfrc522Emulator:
             buf += chunk
         return buf
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, closing: threading.Event) -> None:
         try:
             while True:
                 op = self._recv_exact(conn, 1)
@@ -379,19 +346,3 @@ class Mfrc522Emulator:
                         conn.sendall(answer)
         except OSError:
             return
-
-    def close(self) -> None:
-        self._closing.set()
-        for t in self._threads:
-            t.join(timeout=1)
-        for c in self._closers:
-            try:
-                c()
-            except OSError:
-                pass
-
-    def __enter__(self) -> "Mfrc522Emulator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

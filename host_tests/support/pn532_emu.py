@@ -109,15 +109,106 @@ class _HostFrames:
                 out.append(("frame", body))
 
 
-class Pn532Emulator:
+class LoopbackServer:
+    """TCP on a free 127.0.0.1 port; on_client(conn, closing) runs in its own thread per client."""
+
+    def __init__(self, on_client) -> None:
+        self._on_client = on_client
+        self._closing = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._srv = socket.socket()
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(4)
+        self._srv.settimeout(0.1)
+        self.port = self._srv.getsockname()[1]
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self._spawn(self._accept_loop)
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept_loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._srv.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.append(conn)
+            self._spawn(self._on_client, conn, self._closing)
+
+    def close(self) -> None:
+        self._closing.set()
+        for t in self._threads:
+            t.join(timeout=1)
+        for c in [self._srv, *self._conns]:
+            c.close()
+
+
+class EmulatorBase:
+    """Threads and handles an emulator owns; close() (or leaving `with`) stops them all."""
+
+    FAULTS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.cards: list = []
+        self._faults: list[str] = []
+        self._lock = threading.RLock()
+        self._threads: list[threading.Thread] = []
+        self._closers: list = []
+        self._closing = threading.Event()
+
+    def remove(self) -> None:
+        """Take every card out of the field."""
+        with self._lock:
+            self.cards = []
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Queue a fault (one of FAULTS) for the next exchange(s)."""
+        if fault not in self.FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {self.FAULTS}")
+        with self._lock:
+            self._faults += [fault] * count
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def close(self) -> None:
+        self._closing.set()
+        for t in self._threads:
+            t.join(timeout=1)
+        for c in self._closers:
+            try:
+                c()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pn532Emulator(EmulatorBase):
+    FAULTS = FAULTS
+
     def __init__(self, firmware: tuple[int, int, int, int] = (0x32, 0x01, 0x06, 0x07), seed: int = 1) -> None:
+        super().__init__()
         self.firmware = firmware
         self.cards: list[Card] = []
         self.asleep = True  # HSU: a PN532 needs the 0x55 wake-up before it listens
         self.max_retries = 0xFF  # power-on default: InListPassiveTarget waits for a card forever
         self.dead = False  # a reader that answers nothing at all
         self.stats = Stats()
-        self._faults: list[str] = []
         self._plan: list[tuple[bytes | None, str | None]] = []
         self._armed = False
         self.plan_done = threading.Event()
@@ -125,12 +216,8 @@ class Pn532Emulator:
         self._scanner = _HostFrames()
         self._last_answer: bytes | None = None
         self._pending_list: int | None = None  # MaxTg of an InListPassiveTarget still waiting
-        self._lock = threading.RLock()
         self._rng = random.Random(seed)
         self._write = lambda data: None
-        self._threads: list[threading.Thread] = []
-        self._closing = threading.Event()
-        self._closers: list = []
         self.port: int | None = None
 
     # ---- test controls -------------------------------------------------------------
@@ -152,16 +239,6 @@ class Pn532Emulator:
         if card.sak & 0x20:
             card.ats = bytes([0x05, 0x78, 0x80, 0x70, 0x02])  # TL T0 TA TB TC of a typical ISO-DEP card
         return card
-
-    def remove(self) -> None:
-        with self._lock:
-            self.cards = []
-
-    def inject(self, fault: str, count: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
-        with self._lock:
-            self._faults += [fault] * count
 
     def plan(self, steps: list) -> None:
         """What the field holds at each executed InListPassiveTarget: a UID, None (empty),
@@ -320,30 +397,16 @@ class Pn532Emulator:
     # ---- transports -----------------------------------------------------------------
     def serve_tcp(self) -> str:
         """Listen on a free loopback port; one client at a time (a new one replaces the old)."""
-        srv = socket.socket()
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
-        srv.settimeout(0.1)
-        self.port = srv.getsockname()[1]
-        self._closers.append(srv.close)
-        self._spawn(self._accept_loop, srv)
-        return f"tcp://127.0.0.1:{self.port}"
+        server = LoopbackServer(self._on_client)
+        self.port = server.port
+        self._closers.append(server.close)
+        return server.url
 
-    def _accept_loop(self, srv: socket.socket) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = srv.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._closers.append(conn.close)
-            with self._lock:
-                self._write = lambda data, c=conn: self._sock_write(c, data)
-                self._scanner = _HostFrames()
-            self._spawn(self._pump, lambda: conn.recv(256), conn)
+    def _on_client(self, conn: socket.socket, closing: threading.Event) -> None:
+        with self._lock:
+            self._write = lambda data: self._sock_write(conn, data)
+            self._scanner = _HostFrames()
+        self._pump(lambda: conn.recv(256), conn)
 
     @staticmethod
     def _sock_write(conn: socket.socket, data: bytes) -> None:
@@ -382,24 +445,3 @@ class Pn532Emulator:
             if not data:
                 return
             self.feed(data)
-
-    def _spawn(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def close(self) -> None:
-        self._closing.set()
-        for t in self._threads:
-            t.join(timeout=1)
-        for c in self._closers:
-            try:
-                c()
-            except OSError:
-                pass
-
-    def __enter__(self) -> "Pn532Emulator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
