@@ -58,7 +58,8 @@ import asyncio
 from nfc.pn532 import Pn532
 from nfc.pn532_link import Spi, I2c
 
-REV = bytes(int("{:08b}".format(i)[::-1], 2) for i in range(256))  # independent of the driver's table
+# Bit reversal worked out independently of the driver's table: through the binary digits.
+REV = bytes(int("".join(reversed("{:08b}".format(i))), 2) for i in range(256))
 
 class Cs:
     def __init__(self, bus):
