@@ -38,6 +38,7 @@ DEFAULTS = {
         "keepalive_s": 30,
     },
     "backend_key": None,  # hex SubjectPublicKeyInfo DER of the backend's P-256 key
+    "key_path": "keys/device.key",  # the device's private key, relative to the flash root; never published
     "session": {
         "min_energy_wh": 10,  # below this a session is void
         "unplug_power_w": 50,
@@ -133,6 +134,7 @@ SCHEMA = {
     "uplink.ca": (_OPT_STR, lambda v: True, "a file path"),
     "uplink.keepalive_s": (None, _int_range(5, 3600), "5..3600 s"),
     "backend_key": (_OPT_STR, lambda v: v is None or _is_hex(v, 64), "hex DER SubjectPublicKeyInfo of a P-256 key"),
+    "key_path": (_STR, lambda v: 0 < len(v) < 64 and not v.startswith("/") and ".." not in v, "a path relative to the flash root"),
     "session.min_energy_wh": (None, _int_range(0, 100000), "0..100000 Wh"),
     "session.unplug_power_w": (None, _int_range(0, 100000), "0..100000 W"),
     "session.unplug_after_s": (None, _int_range(0, 86400), "0..86400 s"),
