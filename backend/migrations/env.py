@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from backend.models import Base
 
-target_metadata = Base.metadata
-conn = context.config.attributes.get("connection")
-if conn is None:  # the plain `alembic` command line, with sqlalchemy.url set
-    from backend.db import db_url
 
-    engine = create_engine(db_url(context.config.get_main_option("sqlalchemy.url")))
-    with engine.begin() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-else:
-    context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+def run(conn: Connection) -> None:
+    context.configure(connection=conn, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
+
+
+given = context.config.attributes.get("connection")
+if given is not None:
+    run(given)
+else:  # the plain `alembic` command line, with sqlalchemy.url set
+    from backend.db import db_url
+
+    with create_engine(db_url(context.config.get_main_option("sqlalchemy.url"))).begin() as conn:
+        run(conn)
