@@ -27,7 +27,8 @@ def status_payload(status_fn, store, versions):
     doc["acked"] = acked
     doc["pending"] = last - acked
     if hasattr(store, "usage"):
-        doc["journal"] = store.usage()
+        use = store.usage()  # the journal's (bytes used, bytes max, records pending)
+        doc["journal"] = {"used": use[0], "max": use[1]} if isinstance(use, tuple) else use
     doc["versions"] = versions
     doc["t"], doc["tq"] = clock.now()
     return json.dumps(doc).encode()

@@ -16,9 +16,9 @@ MP_DIR = Path(__file__).resolve().parent / "mp"
 
 
 class DeviceRun:
-    def __init__(self, spec: dict, heap: str | None = "2m"):
+    def __init__(self, spec: dict, heap: str | None = None):
         self.spec = spec
-        self.heap = heap
+        self.heap = heap or spec.get("heap", "2m")
         self.results: list[dict] = []
         self.lines: list[str] = []
         self._cond = threading.Condition()

@@ -16,17 +16,25 @@ def _check(res: dict, peer, n: int, dev: str = "dev1") -> None:
           f"acks ignored {res['acks_ignored']}, connects {res['connects']}, {res['elapsed_ms']} ms")
 
 
-def test_thousand_records_in_order(broker, peer):
-    run = DeviceRun({"records": 1000, "uplink": uplink_cfg(broker.url), "deadline_ms": 60000}).start()
+def _journal(tmp_path, **spec) -> dict:
+    """The real journal (firmware/journal) on LittleFS (2 MB of RAM flash)."""
+    return {"store": "journal", "heap": "6m", **spec}
+
+
+def test_thousand_records_in_order(broker, peer, tmp_path):
+    # records are journaled while the uplink drains them, as on a busy charger
+    run = DeviceRun(_journal(tmp_path, records=1000, produce_ms=1, uplink=uplink_cfg(broker.url),
+                             deadline_ms=60000, linger_ms=500)).start()
     res = run.result()
+    assert res["store"] == "Journal"
     _check(res, peer, 1000)
     assert peer.duplicates == 0
     assert any(s.get("pending") == 0 and s.get("seq") == 1000 for s in peer.status_log)
 
 
-def test_broker_restarted_mid_stream(broker, peer):
-    run = DeviceRun({"records": 1000, "uplink": uplink_cfg(broker.url), "deadline_ms": 90000,
-                     "progress_every": 100}).start()
+def test_broker_restarted_mid_stream(broker, peer, tmp_path):
+    run = DeviceRun(_journal(tmp_path, records=1000, prefill=1000, uplink=uplink_cfg(broker.url), deadline_ms=90000,
+                             progress_every=100)).start()
     try:
         run.wait_progress(300)
         broker.restart()

@@ -86,11 +86,55 @@ class LagProbe:
                 self.max_ms = lag
 
 
+JOURNAL_MOUNT = "/jflash"
+
+
+def journal_store(spec, dev):
+    """The real journal (firmware/journal) on LittleFS over a RAM flash (the power-cut device)."""
+    import vfs
+    from journal.journal import Journal
+    from powercut import PowerCutDevice
+
+    kb = spec.get("flash_kb", 2048)
+    bdev = PowerCutDevice(4096, kb // 4)
+    vfs.VfsLfs2.mkfs(bdev)
+    vfs.mount(vfs.VfsLfs2(bdev), JOURNAL_MOUNT)
+    import os
+
+    os.mkdir(JOURNAL_MOUNT + "/journal")
+    j = Journal(JOURNAL_MOUNT + "/journal", max_bytes=(kb - 256) * 1024)
+    j.recover()
+    return j
+
+
+def commit(store, dev, size):
+    seq = store.next_seq()
+    signed = fake_record(dev, seq, size)
+    if isinstance(store, RamStore):
+        store.append()
+    else:
+        store.commit_record(seq, ('{"seq":%d}' % seq).encode(), signed)
+    return seq
+
+
 def make_store(spec, dev):
     kind = spec.get("store", "ram")
     if kind == "ram":
-        return RamStore(dev, spec.get("records", 0), spec.get("size", 900))
+        return RamStore(dev, spec.get("prefill", spec.get("records", 0)), spec.get("size", 900))
+    if kind == "journal":
+        j = journal_store(spec, dev)
+        for _ in range(spec.get("prefill", 0)):
+            commit(j, dev, spec.get("size", 900))
+        return j
     raise ValueError("unknown store %r" % kind)
+
+
+async def produce(store, up, dev, want, size, every_ms):
+    # a charger finishing sessions while the uplink drains: journal, then kick the uplink
+    while store.next_seq() <= want:
+        commit(store, dev, size)
+        up.kick()
+        await asyncio.sleep_ms(every_ms)
 
 
 def stats(up, store, lag, t0):
@@ -102,7 +146,7 @@ def stats(up, store, lag, t0):
         "acks_ignored": f.acks_ignored, "connects": up.connects, "max_lag_ms": lag.max_ms,
         "lag_over_100": lag.over_100, "lag_samples": lag.samples,
         "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0),
-        "ack_regress": getattr(store, "ack_regress", 0), "online": up.online,
+        "ack_regress": getattr(store, "ack_regress", 0), "online": up.online, "store": type(store).__name__,
         "downlink": up.downlink.versions(), "applied": up.downlink.applied,
         "rejected": up.downlink.rejected, "error": str(up.conn.error) if up.conn and up.conn.error else None,
     }
@@ -140,6 +184,8 @@ async def drive(spec):
     t0 = time.ticks_ms()
     asyncio.create_task(lag.run())
     task = asyncio.create_task(up.run())
+    if store.next_seq() <= spec.get("records", 0):
+        asyncio.create_task(produce(store, up, dev, spec["records"], spec.get("size", 900), spec.get("produce_ms", 2)))
     want = spec.get("records", 0)
     deadline = clock.deadline(spec.get("deadline_ms", 60000))
     progress_every = spec.get("progress_every", 0)
@@ -156,9 +202,13 @@ async def drive(spec):
         up.event(name, detail="test")
     hold_ms = spec.get("hold_ms", 0)
     hold_until = clock.deadline(hold_ms)
+    linger_at = None
     while not clock.expired(deadline):
         if store.acked_seq() >= want and clock.expired(hold_until):
-            break
+            if linger_at is None:  # all acked: stay a little for the last status message
+                linger_at = clock.deadline(spec.get("linger_ms", 0))
+            if clock.expired(linger_at):
+                break
         if progress_every and store.acked_seq() - last_progress >= progress_every:
             last_progress = store.acked_seq()
             emit({"progress": last_progress})
