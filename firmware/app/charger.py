@@ -1,28 +1,250 @@
 # The composition root: builds the charger from config and runs its tasks under the
-# supervisor. Each part (meter, reader, sessions, journal, uplink) is wired in here.
+# supervisor. Nothing else knows how the parts are wired; each part takes plain arguments.
+import json
+import os
+
 try:
     import asyncio
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
+import board
+
 from app import log
+from app.feedback import Feedback
+from app.session import Controller
 from app.supervisor import Supervisor
 from app.version import FW_VERSION
+from billing.authcache import AuthCache
+from billing.authlist import AuthList
+from billing.authorize import Authorizer
+from billing.prepaid import Ledger
+from billing.tariff import TariffSet
 from hal import clock
 
 _STATUS_MS = 10000
+_CONTROL_MS = 1000
+_BOOT_METER_MS = 10000  # how long boot recovery waits for the meter before closing at the checkpoint
 
 
-async def run(cfg, dev, watchdog):
+def free_tariffs(cfg):
+    """Until the backend pushes a tariff: charging is free, and the record says tariff "none"."""
+    return TariffSet.from_doc({
+        "v": 1, "ver": 0, "tz": cfg["tz"], "default": "none", "contracts": {},
+        "tariffs": {"none": {"id": "none", "currency": cfg["currency"], "minor": 2,
+                             "elements": [{"c": [["FLAT", 0, None, 1]]}]}},
+    })
+
+
+class Tariffs:
+    """The current tariff document, kept on flash (written atomically) across reboots."""
+
+    def __init__(self, path, cfg):
+        self.path = path
+        self.current = free_tariffs(cfg)
+        try:
+            with open(path) as f:
+                self.current = TariffSet.from_doc(json.load(f))
+        except OSError:
+            pass
+        except Exception as exc:  # a damaged file must not stop the charger: free until replaced
+            log.error("tariff", "stored tariff unusable (%s); using none until the backend sends one" % exc)
+
+    def __call__(self):
+        return self.current
+
+    def apply(self, doc):
+        tset = TariffSet.from_doc(doc)  # raises on a malformed document: nothing changes
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.rename(tmp, self.path)
+        self.current = tset
+        log.info("tariff", "tariff document version %d applied" % tset.ver)
+
+
+def _pins(cfg):
+    pins = {}
+    for role, name in cfg["pins"].items():
+        pins[role] = board.pin(name) if role == "plug" else board.pin(name, 0)
+    if "relay" not in pins:
+        pins["relay"] = board.pin("relay", 0)
+    return pins
+
+
+def _meter(cfg, on_event):
+    from hal.stream import open_stream
+    from meter import models
+    from meter.meter import Meter
+    from meter.modbus import ModbusMaster
+
+    m = cfg["meter"]
+    if not m["url"]:
+        log.error("meter", "no meter configured (meter.url): sessions cannot start")
+        return None
+    stream = open_stream(m["url"], m["baud"], 8, m["parity"], m["stop"])
+    de = board.pin(m["de_pin"], 0) if m["de_pin"] is not None else None
+    master = ModbusMaster(stream, m["timeout_ms"], m["retries"], de)
+    return Meter(master, models.get(m["model"], m["generic"]), m["unit"], m["max_power_w"], m["max_age_ms"],
+                 m["margin_wh"], m["serial_every"], on_event=on_event)
+
+
+def _reader(cfg):
+    from nfc import open_driver
+    from nfc.reader import Reader
+
+    n = cfg["nfc"]
+    if not n["url"]:
+        log.warn("nfc", "no card reader configured (nfc.url)")
+        return None
+    if not cfg["site_secret"]:
+        log.error("nfc", "no site_secret: card tokens cannot be derived; reader disabled")
+        return None
+    return Reader(open_driver(n["reader"], n["url"]), cfg["site_secret"], n["poll_ms"])
+
+
+class _NoMeter:
+    last = None
+
+    def fresh(self, max_age_ms=None):
+        return None
+
+
+async def _first_reading(meter):
+    if meter is None:
+        return None
+    until = clock.deadline(_BOOT_METER_MS)
+    while not clock.expired(until):
+        try:
+            return await meter.poll()
+        except Exception as exc:
+            log.warn("boot", "meter not answering yet: %s" % exc)
+        await clock.sleep_ms(500)
+    return None
+
+
+async def run(cfg, dev, watchdog, root=None):
+    from crypto import keys, p256
+    from journal.journal import Journal
+
+    root = root or board.mount_flash()
     sup = Supervisor(watchdog)
+    pins = _pins(cfg)
+    relay = pins["relay"]
+    relay.off()  # stays open until recovery has decided
+    feedback = Feedback(pins)
+    uplink = None
 
-    async def status():
+    def event(kind, data):
+        log.info("event", "%s %s" % (kind, json.dumps(data)))
+        if uplink is not None:
+            uplink.event(kind, data)
+
+    key = keys.load_or_create(root + "/" + cfg["key_path"])
+    p256.comb_table()  # the signing table is built once, before the heap fragments
+    journal = Journal(root + "/journal", max_bytes=cfg["journal"]["max_bytes"],
+                      on_problem=lambda p: event("journal-problem", p))
+    report = journal.recover()
+    log.info("journal", "recovered: next seq %d, acked %d, %d pending, %d open sessions, %d problems"
+             % (report.next_seq, report.acked_seq, report.pending, len(report.open_sessions), len(report.problems)))
+    try:
+        os.mkdir(root + "/auth")
+    except OSError:
+        pass
+    authlist = AuthList(root + "/auth")
+    cache = AuthCache(root + "/auth/cache.bin", cfg["auth"]["cache_size"])
+    ledger = Ledger(root + "/auth/spent.bin")
+    tariffs = Tariffs(root + "/tariff.json", cfg)
+
+    try:
+        meter = _meter(cfg, event)
+    except Exception as exc:
+        log.exception("meter", exc)
+        meter = None
+    try:
+        reader = _reader(cfg)
+    except Exception as exc:
+        log.exception("nfc", exc)
+        reader = None
+
+    authorizer = Authorizer(authlist, cache, ledger, cfg["auth"])
+    ctl = Controller(dev, cfg, meter or _NoMeter(), authorizer, tariffs, journal, key, relay, feedback,
+                     pins.get("plug"), ledger, on_event=event,
+                     on_record=lambda seq: uplink.records_ready() if uplink is not None else None)
+
+    if report.open_sessions:
+        reading = await _first_reading(meter)
+        ctl.recover(report.open_sessions, reading)
+
+    def status():
+        used, cap, unacked = journal.usage()
+        out = {"online": True, "fw": FW_VERSION, "seq": journal.next_seq() - 1, "acked": journal.acked_seq(),
+               "pending": unacked, "journal": [used, cap], "lag_max_ms": sup.max_lag_ms, "pubkey": key.public_hex()}
+        out.update(ctl.status())
+        return out
+
+    def on_authlist(doc):
+        committed = authlist.apply(doc)
+        if committed:
+            ledger.compact(authlist)
+        return committed
+
+    def on_command(doc):
+        if doc.get("cmd") == "stop":
+            return ctl.remote_stop()
+        raise ValueError("unknown command %r" % (doc.get("cmd"),))
+
+    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command)
+    if uplink is not None:
+        authorizer.ask_backend = uplink.authorize
+
+    async def meter_task():
+        faults = 0
         while True:
-            epoch, quality = clock.now()
-            log.info("status", "dev=%s fw=%s t=%d%s lag_max=%dms" % (dev, FW_VERSION, epoch, quality, sup.max_lag_ms))
+            try:
+                ctl.on_reading(await meter.poll())
+                if faults:
+                    log.info("meter", "meter back after %d failed polls" % faults)
+                faults = 0
+            except Exception as exc:  # MeterError, or a bug: the controller's timeout handles both
+                faults += 1
+                if faults & (faults - 1) == 0:  # log the 1st, 2nd, 4th, 8th... of a streak
+                    log.warn("meter", "%s (%d in a row)" % (exc, faults))
+            sup.progress("meter")
+            await clock.sleep_ms(cfg["meter"]["poll_ms"])
+
+    async def reader_task():
+        await reader.run(lambda tap: ctl.on_tap(tap.token), lambda text: event("reader-fault", {"error": text}))
+
+    async def control_task():
+        while True:
+            await ctl.tick()
+            sup.progress("control")
+            await clock.sleep_ms(_CONTROL_MS)
+
+    async def status_task():
+        while True:
+            s = status()
+            log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms"
+                     % (dev, s["state"], s["seq"], s["pending"], s.get("wh", 0), s.get("cost", 0), sup.max_lag_ms))
             sup.progress("status")
             await clock.sleep_ms(_STATUS_MS)
 
-    sup.spawn("status", status, stall_ms=3 * _STATUS_MS)
+    if meter is not None:
+        sup.spawn("meter", meter_task, stall_ms=cfg["meter"]["poll_ms"] + 30000)
+    if reader is not None:
+        sup.spawn("reader", reader_task, vital=False)
+    sup.spawn("control", control_task, stall_ms=30000)
+    sup.spawn("status", status_task, stall_ms=3 * _STATUS_MS)
+    sup.spawn("feedback", feedback.run, vital=False)
+    if uplink is not None:
+        sup.spawn("uplink", uplink.run, vital=False)
     log.info("charger", "ready: %s" % dev)
     await sup.run()
+
+
+def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command):
+    if not cfg["uplink"]["broker"]:
+        log.warn("uplink", "no broker configured (uplink.broker): records stay in the journal")
+        return None
+    return None  # wired when firmware/uplink lands

@@ -23,6 +23,10 @@ DEFAULTS = {
         "retries": 2,
         "max_power_w": 25000,
         "max_age_ms": 5000,
+        "margin_wh": 10,  # register resolution allowed on top of max_power_w x elapsed time
+        "serial_every": 10,  # read the serial number every N polls (meter swap detection)
+        "generic": None,  # register map for model "generic": {"energy": [fn, addr, type, unit], ...}
+        "de_pin": None,  # RS-485 DE/RE pin; None: transceiver with automatic direction
     },
     "nfc": {
         "url": None,
@@ -124,6 +128,10 @@ SCHEMA = {
     "meter.retries": (None, _int_range(0, 5), "0..5"),
     "meter.max_power_w": (None, _int_range(1, 1000000), "1..1000000 W"),
     "meter.max_age_ms": (None, _int_range(100, 600000), "100..600000 ms"),
+    "meter.margin_wh": (None, _int_range(0, 100000), "0..100000 Wh"),
+    "meter.serial_every": (None, _int_range(1, 100000), "1..100000 polls"),
+    "meter.generic": ((dict, type(None)), lambda v: v is None or all(k in ("energy", "power", "serial") for k in v), "null or a register map with energy, power, serial"),
+    "meter.de_pin": ((str, int, type(None)), lambda v: True, "a pin name or number, or null"),
     "nfc.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a bus name/path"),
     "nfc.reader": (_STR, _one_of("pn532", "mfrc522"), "pn532 or mfrc522"),
     "nfc.poll_ms": (None, _int_range(20, 5000), "20..5000 ms"),

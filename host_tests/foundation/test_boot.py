@@ -8,7 +8,7 @@ from tools.device import ESP32_HEAP, DeviceProcess
 def test_boots_and_reports_status(tmp_path):
     with DeviceProcess(tmp_path / "d", {"device_id": "t-1"}, heap=ESP32_HEAP) as dev:
         dev.wait_for(r"charger: ready: t-1")
-        dev.wait_for(r"status: dev=t-1 fw=\S+ t=\d+S")
+        dev.wait_for(r"status: dev=t-1 state=idle seq=0")
     assert (tmp_path / "d" / "flash.img").stat().st_size == 2048 * 1024
 
 

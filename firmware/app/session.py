@@ -1,0 +1,327 @@
+# The session controller: one connector's state machine, from tap to signed record.
+#
+#   idle -> authorizing -> charging <-> suspended -> finishing -> idle
+#   any state -> faulted (relay open) while the meter gives no valid reading; back to idle when it does
+#
+# Rules that protect the money:
+# - the relay closes only after the session start is on flash, and opens on every stop and fault;
+# - a session starts only from a fresh meter reading and is billed only from fresh readings
+#   (a silent meter stops it at the last good reading, flagged meter-fault);
+# - durations come from the monotonic clock: a sample's time is start + elapsed, so setting the
+#   wall clock mid-session changes no bill;
+# - a prepaid session stops before the next interval could take it past the available balance.
+from app import log
+from app.version import FW_VERSION
+from billing import record
+from billing.pricing import Pricer
+from hal import clock
+
+IDLE = "idle"
+AUTHORIZING = "authorizing"
+CHARGING = "charging"
+SUSPENDED = "suspended"
+FINISHING = "finishing"
+FAULTED = "faulted"
+
+
+class Session:
+    """The running session. `doc` is its start as journaled (and as read back after a power cut)."""
+
+    def __init__(self, sid, doc, tariff, baseline, mono):
+        self.sid = sid
+        self.doc = doc
+        self.token = doc["token"]
+        self.auth = doc["auth"]
+        self.contract = doc.get("contract")
+        self.available = doc.get("available")  # prepaid: minor units it may spend, else None
+        self.cap_wh = doc.get("cap_wh", 0)
+        self.cap_cost = doc.get("cap_cost", 0)
+        self.tariff = tariff
+        self.tariff_ver = doc["tariff_ver"]
+        self.start_t = doc["t"]
+        self.start_tq = doc["tq"]
+        self.start_wh = doc["wh"]
+        self.meter_model = doc["model"]
+        self.meter_serial = doc.get("serial")
+        self.baseline = baseline
+        self.mono = mono
+        self.last_wh = self.start_wh
+        self.last_mono = mono
+        self.last_good_mono = mono
+        self.idle_since = None  # monotonic ms since power is below the unplug threshold
+        self.checkpoint_mono = mono
+        self.pricer = None
+        self.step_cost = 0  # incl-VAT cost of the last interval: the projection for limits
+
+
+def start_doc(token, decision, tariff, tariff_ver, t, tq, reading):
+    return {"token": token, "auth": decision.how, "contract": decision.contract, "available": decision.available,
+            "cap_wh": decision.cap_wh, "cap_cost": decision.cap_cost, "tariff": tariff.id, "tariff_ver": tariff_ver,
+            "t": t, "tq": tq, "wh": reading.energy_wh, "model": reading.model, "serial": reading.serial}
+
+
+class Controller:
+    def __init__(self, dev, cfg, meter, authorizer, tariffs, journal, key, relay, feedback=None, plug=None,
+                 ledger=None, on_event=None, on_record=None):
+        self.dev = dev
+        self.cfg = cfg
+        self.s_cfg = cfg["session"]
+        self.meter = meter
+        self.auth = authorizer
+        self.tariffs = tariffs  # () -> TariffSet (the current one; may change between sessions)
+        self.journal = journal
+        self.key = key
+        self.relay = relay
+        self.feedback = feedback
+        self.plug = plug  # input pin: 1 = EV plugged in; None = judge by power
+        self.ledger = ledger
+        self.on_event = on_event or (lambda kind, data: None)
+        self.on_record = on_record or (lambda seq: None)
+        self.state = IDLE
+        self.session = None
+        self.refusal = None  # why new sessions are refused (journal full), for status
+        self._stop_request = None
+        self.relay.off()
+
+    # ---- state --------------------------------------------------------------------------
+    def _set_state(self, state):
+        if state != self.state:
+            log.info("session", "state %s -> %s" % (self.state, state))
+            self.state = state
+            if self.feedback is not None:
+                self.feedback.steady(state)
+
+    def _feedback(self, name):
+        if self.feedback is not None:
+            self.feedback.event(name)
+
+    def status(self):
+        s = self.session
+        out = {"state": self.state}
+        if s is not None and s.pricer is not None:
+            excl, incl = s.pricer.running_cost()
+            out.update({"wh": s.last_wh - s.start_wh, "cost": incl, "since": s.start_t})
+        if self.refusal:
+            out["refusal"] = self.refusal
+        return out
+
+    # ---- inputs -------------------------------------------------------------------------
+    async def on_tap(self, token):
+        """A card was presented (once per presentation)."""
+        s = self.session
+        if s is not None:
+            if token == s.token or self.auth.is_master(token):
+                await self.stop("card")
+            else:
+                log.info("session", "tap by another card ignored while charging")
+                self._feedback("rejected")
+                self.on_event("tap-ignored", {"reason": "busy"})
+            return
+        if self.state in (AUTHORIZING, FINISHING):
+            return
+        await self._try_start(token)
+
+    def remote_stop(self):
+        if self.session is not None:
+            self._stop_request = "remote"
+            return True
+        return False
+
+    def on_reading(self, reading):
+        """A fresh, plausible meter reading (from the meter task)."""
+        s = self.session
+        if self.state == FAULTED and s is None:
+            self._set_state(IDLE)
+        if s is None or s.pricer is None:
+            return
+        if reading.baseline != s.baseline:
+            # the meter was swapped: no energy difference may span two meters
+            self._stop_request = "meter-fault"
+            return
+        now = reading.t_ms
+        epoch = s.start_t + (now - s.mono) // 1000
+        before = s.pricer.running_cost()[1]
+        s.pricer.add_sample(epoch, reading.energy_wh, reading.power_w)
+        after = s.pricer.running_cost()[1]
+        s.step_cost = max(s.step_cost, after - before) if now - s.last_mono < 60000 else after - before
+        s.last_wh = reading.energy_wh
+        s.last_mono = now
+        s.last_good_mono = now
+        threshold = self.s_cfg["unplug_power_w"]
+        if reading.power_w < threshold:
+            if s.idle_since is None:
+                s.idle_since = now
+            if self.state == CHARGING:
+                self._set_state(SUSPENDED)
+        else:
+            s.idle_since = None
+            if self.state == SUSPENDED:
+                self._set_state(CHARGING)
+        self._check_limits(s, after, now)
+
+    def _check_limits(self, s, cost_incl, now):
+        energy = s.last_wh - s.start_wh
+        c = self.s_cfg
+        if s.available is not None and cost_incl + s.step_cost >= s.available:
+            self._stop_request = self._stop_request or "balance"
+        elif s.cap_wh and energy >= s.cap_wh or s.cap_cost and cost_incl + s.step_cost >= s.cap_cost:
+            self._stop_request = self._stop_request or "limit"
+        elif c["max_energy_wh"] and energy >= c["max_energy_wh"]:
+            self._stop_request = self._stop_request or "limit"
+        elif c["max_cost"] and cost_incl + s.step_cost >= c["max_cost"]:
+            self._stop_request = self._stop_request or "limit"
+        elif c["max_duration_s"] and (now - s.mono) // 1000 >= c["max_duration_s"]:
+            self._stop_request = self._stop_request or "limit"
+
+    async def tick(self):
+        """Periodic checks (about once a second): stop requests, unplug, meter fault, checkpoints."""
+        s = self.session
+        now = clock.monotonic_ms()
+        if s is None:
+            if self.state == IDLE and self.meter.fresh() is None and self.meter.last is not None:
+                self._set_state(FAULTED)
+            return
+        if self._stop_request:
+            await self.stop(self._stop_request)
+            return
+        c = self.s_cfg
+        if self.plug is not None and not self.plug.value():
+            await self.stop("unplugged")
+            return
+        if c["unplug_after_s"] and s.idle_since is not None and now - s.idle_since >= c["unplug_after_s"] * 1000:
+            await self.stop("unplugged")
+            return
+        if now - s.last_good_mono >= c["meter_fault_s"] * 1000:
+            log.error("session", "no valid meter reading for %d s: stopping" % c["meter_fault_s"])
+            await self.stop("meter-fault")
+            return
+        if now - s.checkpoint_mono >= self.cfg["journal"]["checkpoint_s"] * 1000:
+            s.checkpoint_mono = now
+            excl, incl = s.pricer.running_cost()
+            t = s.start_t + (s.last_mono - s.mono) // 1000
+            self.journal.checkpoint(s.sid, {"t": t, "wh": s.last_wh, "cost": incl})
+
+    # ---- start --------------------------------------------------------------------------
+    async def _try_start(self, token):
+        self._set_state(AUTHORIZING)
+        try:
+            epoch, tq = clock.now()
+            decision = await self.auth.decide(token, epoch, tq != "U")
+            if not decision.ok:
+                log.info("session", "card rejected: %s" % decision.reason)
+                self._feedback("rejected")
+                self.on_event("rejected", {"token": token, "reason": decision.reason})
+                return
+            if not self.journal.can_start_session():
+                self.refusal = "journal-full"
+                log.error("session", "journal full: new sessions refused until the backend acknowledges records")
+                self._feedback("rejected")
+                self.on_event("refused", {"token": token, "reason": "journal-full"})
+                return
+            self.refusal = None
+            reading = self.meter.fresh()
+            if reading is None:
+                log.error("session", "no fresh meter reading: cannot start")
+                self._feedback("fault")
+                self.on_event("refused", {"token": token, "reason": "meter-fault"})
+                return
+            tset = self.tariffs()
+            tariff = tset.select(decision.contract)
+            epoch, tq = clock.now()
+            sid = "%d-%d" % (epoch, self.journal.next_seq())
+            doc = start_doc(token, decision, tariff, tset.ver, epoch, tq, reading)
+            s = Session(sid, doc, tariff, reading.baseline, reading.t_ms)
+            s.pricer = Pricer(tariff, tset.tz, epoch, reading.energy_wh, tq, self.s_cfg["unplug_power_w"])
+            self.journal.open_session(sid, doc)  # on flash before the relay closes
+            self.session = s
+            self._stop_request = None
+            self.relay.on()
+            log.info("session", "started %s auth=%s tariff=%s at %d Wh" % (sid, s.auth, tariff.id, s.start_wh))
+            self._feedback("accepted")
+            self._set_state(CHARGING)
+        finally:
+            if self.session is None and self.state == AUTHORIZING:
+                self._set_state(IDLE)
+
+    # ---- stop ---------------------------------------------------------------------------
+    async def stop(self, reason):
+        s = self.session
+        if s is None:
+            return
+        self.relay.off()
+        self._set_state(FINISHING)
+        flags = []
+        reading = self.meter.fresh()
+        if reason == "meter-fault" or reading is None or reading.baseline != s.baseline:
+            stop_wh, stop_mono = s.last_wh, s.last_mono  # never bill stale or other-meter energy
+            if "meter-fault" not in flags:
+                flags.append("meter-fault")
+        else:
+            stop_wh, stop_mono = reading.energy_wh, reading.t_ms
+        stop_t = s.start_t + (stop_mono - s.mono) // 1000
+        _, stop_tq = clock.now()
+        self._close(s, reason, stop_t, stop_tq, stop_wh, flags)
+        self.session = None
+        self._stop_request = None
+        self._feedback("stopped")
+        self._set_state(IDLE)
+
+    def _close(self, s, reason, stop_t, stop_tq, stop_wh, flags):
+        cost = s.pricer.finish(stop_t, stop_wh, 0 if reason == "power-loss" else None)
+        for f in cost.get("flags", ()):
+            if f not in flags:
+                flags.append(f)
+        energy = stop_wh - s.start_wh
+        lines = cost["lines"]
+        excl, incl = cost["excl"], cost["incl"]
+        if energy < self.s_cfg["min_energy_wh"]:
+            flags.append("void")
+            excl = incl = 0
+            lines = []
+        fields = {
+            "dev": self.dev, "seq": self.journal.next_seq(), "prev": self.journal.prev_hash(), "token": s.token,
+            "auth": s.auth, "contract": s.contract, "tariff": {"id": s.tariff.id, "ver": s.tariff_ver},
+            "start": {"t": s.start_t, "tq": s.start_tq, "wh": s.start_wh},
+            "stop": {"t": stop_t, "tq": stop_tq, "wh": stop_wh, "reason": reason},
+            "meter": {"model": s.meter_model, "serial": s.meter_serial or "unknown"},
+            "cost": {"currency": cost["currency"], "excl": excl, "incl": incl, "lines": lines},
+            "flags": flags, "fw": FW_VERSION,
+        }
+        if s.available is not None:
+            fields["charged"] = min(incl, max(0, s.available))  # what the prepaid balance pays
+        payload, signed = record.seal(self.key, fields)
+        seq = fields["seq"]
+        self.journal.commit_record(seq, payload, signed, s.sid)
+        if s.available is not None and self.ledger is not None:
+            self.ledger.record(s.token, seq, fields["charged"])
+        log.info("session", "record %d: %s %d Wh %d %s incl (%s) flags=%s"
+                 % (seq, reason, energy, incl, cost["currency"], s.sid, ",".join(flags)))
+        self.on_record(seq)
+
+    # ---- boot recovery ------------------------------------------------------------------
+    def recover(self, open_sessions, reading):
+        """Close sessions the journal found open at boot (the power went): stop reason power-loss.
+
+        The stop time is the last checkpoint's (the charger was off after the cut, and a driver
+        pays no time for it); the energy is the meter register read now (it kept counting while
+        the relay was closed), or the last checkpoint's when the meter is silent or was swapped.
+        """
+        tset = self.tariffs()
+        for sid, item in open_sessions.items():
+            st, last = item["start"], item["last"] or {}
+            flags = ["power-loss"]
+            stop_wh = last.get("wh", st["wh"])
+            if reading is not None and reading.serial == st.get("serial") and reading.energy_wh >= stop_wh:
+                stop_wh = reading.energy_wh
+            else:
+                flags.append("meter-fault")
+            stop_t = last.get("t", st["t"])
+            # the tariff the session started with, when the document still has it
+            tariff = tset.tariffs.get(st["tariff"]) or tset.select(st.get("contract"))
+            s = Session(sid, st, tariff, 0, 0)
+            s.pricer = Pricer(tariff, tset.tz, st["t"], st["wh"], st["tq"], self.s_cfg["unplug_power_w"])
+            if last.get("wh") is not None and last.get("t", st["t"]) >= st["t"]:
+                s.pricer.add_sample(last["t"], last["wh"], self.s_cfg["unplug_power_w"] + 1)
+            _, tq = clock.now()
+            log.warn("session", "closing session %s left open by a power loss" % sid)
+            self._close(s, "power-loss", stop_t, tq, stop_wh, flags)
