@@ -6,6 +6,8 @@
 # half-up to minor units, when a cost is reported. docs/pricing.md explains the rules.
 #
 # Memory is bounded: quantities are aggregated per (dimension, element), never per sample.
+from micropython import const
+
 from billing.tariff import ENERGY, TIME, PARKING_TIME, FLAT, DIMS
 from billing.tz import rule as tz_rule
 
@@ -13,7 +15,7 @@ from billing.tz import rule as tz_rule
 # ENERGY price per kWh x Wh (1e9), TIME/PARKING per hour x s (3.6e9), FLAT per session (1e6).
 _DEN = 18000000000
 _FACTOR = (18, 5, 5, 18000)
-_VAT_ONE = 10000  # VAT in hundredths of a percent
+_VAT_ONE = const(10000)  # VAT in hundredths of a percent
 _UNITS = ("Wh", "s", "s", "session")
 _QUALITIES = ("S", "I", "U")
 

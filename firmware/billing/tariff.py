@@ -15,6 +15,8 @@
 #
 # Money: price_u in millionths of the major unit (per kWh, per hour, per session); vat_bp in
 # hundredths of a percent, null = no VAT applies. Lower bounds inclusive, upper exclusive.
+from micropython import const
+
 from billing.tz import TzRule, TzError
 
 ENERGY = 0
@@ -23,11 +25,11 @@ PARKING_TIME = 2
 FLAT = 3
 DIMS = ("ENERGY", "TIME", "PARKING_TIME", "FLAT")
 
-_MAX_ELEMENTS = 64
-_MAX_TARIFFS = 16
-_MAX_CONTRACTS = 256
+_MAX_ELEMENTS = const(64)
+_MAX_TARIFFS = const(16)
+_MAX_CONTRACTS = const(256)
 _MAX_PRICE_U = 10 ** 12
-_MAX_STEP = 10 ** 7
+_MAX_STEP = const(10000000)
 _MAX_QTY = 10 ** 12
 # (document key, tuple slot of lo, upper limit of a value)
 _BANDS = (("wh", 4, _MAX_QTY), ("ma", 6, _MAX_QTY), ("w", 8, _MAX_QTY), ("s", 10, _MAX_QTY))

@@ -9,7 +9,13 @@
 # names either alphabetic (>= 3 letters) or quoted <...>; offsets are hours WEST of UTC;
 # dates Jn (1..365, no Feb 29), n (0..365) or Mm.w.d; times may be negative or >24 h (RFC 8536).
 
-_DAY = 86400
+try:
+    from micropython import const
+except ImportError:  # CPython: the host compiler validates TZ rules with this same module
+    def const(x):
+        return x
+
+_DAY = const(86400)
 
 
 class TzError(ValueError):
