@@ -138,7 +138,7 @@ async def run(cfg, dev, watchdog, root=None):
     def event(kind, data):
         log.info("event", "%s %s" % (kind, json.dumps(data)))
         if uplink is not None:
-            uplink.event(kind, data)
+            uplink.event(kind, **data)
 
     key = keys.load_or_create(root + "/" + cfg["key_path"])
     p256.comb_table()  # the signing table is built once, before the heap fragments
@@ -170,16 +170,15 @@ async def run(cfg, dev, watchdog, root=None):
     authorizer = Authorizer(authlist, cache, ledger, cfg["auth"])
     ctl = Controller(dev, cfg, meter or _NoMeter(), authorizer, tariffs, journal, key, relay, feedback,
                      pins.get("plug"), ledger, on_event=event,
-                     on_record=lambda seq: uplink.records_ready() if uplink is not None else None)
+                     on_record=lambda seq: uplink.kick() if uplink is not None else None)
 
     if report.open_sessions:
         reading = await _first_reading(meter)
         ctl.recover(report.open_sessions, reading)
 
     def status():
-        used, cap, unacked = journal.usage()
-        out = {"online": True, "fw": FW_VERSION, "seq": journal.next_seq() - 1, "acked": journal.acked_seq(),
-               "pending": unacked, "journal": [used, cap], "lag_max_ms": sup.max_lag_ms, "pubkey": key.public_hex()}
+        # the uplink adds seq, acked, pending, journal use and the time
+        out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": key.public_hex()}
         out.update(ctl.status())
         return out
 
@@ -194,7 +193,7 @@ async def run(cfg, dev, watchdog, root=None):
             return ctl.remote_stop()
         raise ValueError("unknown command %r" % (doc.get("cmd"),))
 
-    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command)
+    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
 
@@ -224,9 +223,11 @@ async def run(cfg, dev, watchdog, root=None):
 
     async def status_task():
         while True:
-            s = status()
+            s = ctl.status()
+            seq = journal.next_seq() - 1
             log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms"
-                     % (dev, s["state"], s["seq"], s["pending"], s.get("wh", 0), s.get("cost", 0), sup.max_lag_ms))
+                     % (dev, s["state"], seq, seq - journal.acked_seq(), s.get("wh", 0), s.get("cost", 0),
+                        sup.max_lag_ms))
             sup.progress("status")
             await clock.sleep_ms(_STATUS_MS)
 
@@ -243,8 +244,10 @@ async def run(cfg, dev, watchdog, root=None):
     await sup.run()
 
 
-def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command):
+def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root):
     if not cfg["uplink"]["broker"]:
         log.warn("uplink", "no broker configured (uplink.broker): records stay in the journal")
         return None
-    return None  # wired when firmware/uplink lands
+    from uplink.service import Uplink
+
+    return Uplink(cfg, dev, journal, on_tariff, on_authlist, on_command, status, state_dir=root)

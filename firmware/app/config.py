@@ -39,7 +39,16 @@ DEFAULTS = {
         "user": None,
         "password": None,
         "ca": None,  # path of the CA certificate (PEM/DER) for mqtts
+        "cert": None,  # client certificate file for mqtts, with "key"
+        "key": None,
         "keepalive_s": 30,
+        "timeout_ms": 5000,  # DNS, connect, CONNACK/SUBACK, a stalled send
+        "window": 32,  # records in flight before the backend's ack
+        "resend_s": 30,  # unacknowledged records are sent again after this long
+        "backoff_min_ms": 1000,
+        "backoff_max_ms": 60000,
+        "status_s": 60,
+        "max_doc_bytes": 16384,  # larger downlink documents are dropped unread and reported
     },
     "backend_key": None,  # hex SubjectPublicKeyInfo DER of the backend's P-256 key
     "key_path": "keys/device.key",  # the device's private key, relative to the flash root; never published
@@ -140,7 +149,16 @@ SCHEMA = {
     "uplink.user": (_OPT_STR, lambda v: True, "a string"),
     "uplink.password": (_OPT_STR, lambda v: True, "a string"),
     "uplink.ca": (_OPT_STR, lambda v: True, "a file path"),
+    "uplink.cert": (_OPT_STR, lambda v: True, "a file path"),
+    "uplink.key": (_OPT_STR, lambda v: True, "a file path"),
     "uplink.keepalive_s": (None, _int_range(5, 3600), "5..3600 s"),
+    "uplink.timeout_ms": (None, _int_range(200, 60000), "200..60000 ms"),
+    "uplink.window": (None, _int_range(1, 256), "1..256 records"),
+    "uplink.resend_s": (None, _int_range(1, 3600), "1..3600 s"),
+    "uplink.backoff_min_ms": (None, _int_range(100, 60000), "100..60000 ms"),
+    "uplink.backoff_max_ms": (None, _int_range(1000, 3600000), "1000..3600000 ms"),
+    "uplink.status_s": (None, _int_range(1, 3600), "1..3600 s"),
+    "uplink.max_doc_bytes": (None, _int_range(1024, 65536), "1024..65536 bytes"),
     "backend_key": (_OPT_STR, lambda v: v is None or _is_hex(v, 64), "hex DER SubjectPublicKeyInfo of a P-256 key"),
     "key_path": (_STR, lambda v: 0 < len(v) < 64 and not v.startswith("/") and ".." not in v, "a path relative to the flash root"),
     "session.min_energy_wh": (None, _int_range(0, 100000), "0..100000 Wh"),

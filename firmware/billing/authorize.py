@@ -32,7 +32,7 @@ class Authorizer:
         self.cache = cache
         self.ledger = ledger
         self.cfg = auth_cfg
-        self.ask_backend = ask_backend  # async (token) -> {"status", "contract"} or None (no answer)
+        self.ask_backend = ask_backend  # async (token) -> {"ok", "status"?, "contract"?} or None (no answer)
 
     def is_master(self, token):
         return token in self.cfg["master_tokens"]
@@ -65,9 +65,10 @@ class Authorizer:
         if policy == "online" and self.ask_backend is not None:
             answer = await self.ask_backend(token)
             if answer is not None:
+                # the backend answers {"ok": bool} and may say why ("status") and the contract
                 status = answer.get("status")
                 if status not in ("accepted", "blocked", "expired", "invalid"):
-                    status = "invalid"
+                    status = "accepted" if answer.get("ok") is True else "invalid"
                 self.cache.put(token, status, now)
                 if status == "accepted":
                     contract = answer.get("contract")
