@@ -16,6 +16,7 @@ import time
 
 import paho.mqtt.client as paho
 
+from backend import authorize
 from backend.ingest import Ingestor, Outcome
 from backend.mqtt import connect, make_client
 
@@ -55,6 +56,12 @@ class Worker:
             log.error("broker refused the connection: %s", reason)
             return
         client.subscribe(self.topic, qos=1)
+        client.subscribe(self.auth_topic, qos=1)
+
+    @property
+    def auth_topic(self) -> str:
+        req = f"{self.prefix}/+/auth/req"
+        return f"$share/{self.group}/{req}" if self.group else req
 
     def _on_subscribe(self, _client, _userdata, _mid, reasons, _props) -> None:
         if any(r.is_failure for r in reasons):
@@ -63,8 +70,22 @@ class Worker:
         log.info("listening on %s", self.topic)
         self.subscribed.set()
 
-    def _on_message(self, _client, _userdata, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client, _userdata, msg: paho.MQTTMessage) -> None:
+        if msg.topic.endswith("/auth/req"):
+            self._answer_auth(client, msg)  # a driver is waiting at the charger: answer now
+            return
         self.inbox.put(msg)
+
+    def _answer_auth(self, client: paho.Client, msg: paho.MQTTMessage) -> None:
+        try:
+            res = authorize.answer(self.ingestor.sessions, msg.payload)
+        except Exception:  # a database hiccup must not kill the MQTT thread; the device falls back
+            log.exception("auth request failed")
+            res = None
+        if res is not None:
+            dev = msg.topic[len(self.prefix) + 1:].split("/", 1)[0]
+            client.publish(f"{self.prefix}/{dev}/auth/res", json.dumps(res), qos=1)
+        client.ack(msg.mid, msg.qos)
 
     def run(self, stop: threading.Event) -> None:
         client = make_client(self.broker, "evc-backend", manual_ack=True)
