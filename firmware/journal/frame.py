@@ -72,7 +72,8 @@ class Reader:
 
     next() returns (offset, end, kind, seq, key) of the next entry whose header is good; kind is
     BAD for a damaged region, which runs to the next good header or to `size` (a torn tail).
-    None at the end. read_body()/verify_body() then check the body of that entry.
+    None at the end (iterating stops there). read_body()/verify_body() then check the body of
+    that entry.
     """
 
     def __init__(self, f, size, pos=0):
@@ -122,6 +123,15 @@ class Reader:
                 i = chunk.find(_MAGIC, i + 1)
             pos += n - 1  # keep one byte: the magic may straddle two chunks
         return self.size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        e = self.next()
+        if e is None:
+            raise StopIteration
+        return e
 
     def next(self):
         pos = self.pos

@@ -325,11 +325,7 @@ class Journal:
             pos = hint[1] if hint is not None and hint[0] == seg[0] and hint[2] <= want else 0
             with open(self._seg_path(seg), "rb") as f:
                 r = frame.Reader(f, seg[2], pos)
-                while True:
-                    e = r.next()
-                    if e is None:
-                        break
-                    off, end, kind, seq, key = e
+                for off, end, kind, seq, key in r:
                     if kind == frame.BAD:
                         self._bad("torn" if end >= seg[2] else "corrupt", seg, f, off, end, None)
                     elif kind == frame.REC and seq >= want:
@@ -349,11 +345,7 @@ class Journal:
         for seg in list(self._segs):
             with open(self._seg_path(seg), "rb") as f:
                 r = frame.Reader(f, seg[2])
-                while True:
-                    e = r.next()
-                    if e is None:
-                        break
-                    off, end, kind, seq, key = e
+                for off, end, kind, seq, key in r:
                     if kind == frame.BAD or not r.verify_body():
                         found += 1
                         self._bad("corrupt", seg, f, off, end, seq if kind else None)

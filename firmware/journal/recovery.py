@@ -137,11 +137,7 @@ def _scan(j, i, fallback=True):
             j._base_end = 0
             r.pos = 0  # replay from the start: the damaged BASE is quarantined below
         torn = False
-        while True:
-            e = r.next()
-            if e is None:
-                break
-            off, end, kind, seq, key = e
+        for off, end, kind, seq, key in r:
             if kind == frame.BAD:
                 torn = end >= seg[2]
                 j._bad("torn" if torn else "corrupt", seg, f, off, end, None)

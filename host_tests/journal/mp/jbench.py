@@ -2,7 +2,7 @@
 import time
 
 import vfs
-from jsweep import payload_for, signed_for
+from jsweep import mount, payload_for, signed_for
 from journal import Journal
 from powercut import PowerCutDevice
 
@@ -10,18 +10,10 @@ MOUNT = "/jbench"
 DIR = MOUNT + "/journal"
 
 
-def _mount(dev):
-    try:
-        vfs.umount(MOUNT)
-    except OSError:
-        pass
-    vfs.mount(vfs.VfsLfs2(dev), MOUNT)
-
-
 def _device(kb, block=4096):
     dev = PowerCutDevice(block, kb * 1024 // block)
     vfs.VfsLfs2.mkfs(dev)
-    _mount(dev)
+    mount(dev, MOUNT)
     return dev
 
 
@@ -57,7 +49,7 @@ def recovery(records, pending, flash_kb, max_bytes, segment_bytes=32 * 1024):
     j.close()
     times = []
     for _ in range(5):
-        _mount(dev)  # a fresh mount, as after a reboot
+        mount(dev, MOUNT)  # a fresh mount, as after a reboot
         read0 = dev.bytes_read
         t = time.ticks_us()
         j = Journal(DIR, max_bytes=max_bytes, segment_bytes=segment_bytes)

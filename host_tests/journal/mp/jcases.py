@@ -1,9 +1,8 @@
 # MicroPython side of the journal tests that are not power cuts: bit flips, a full journal.
-import hashlib
 import os
 
 import vfs
-from jsweep import CONFIG, DIR, MOUNT, payload_for, signed_for, hash_hex
+from jsweep import CONFIG, DIR, MOUNT, mount, payload_for, signed_for
 from journal import Journal, JournalFull
 from powercut import PowerCutDevice
 
@@ -12,14 +11,6 @@ def _fresh(blocks=64):
     dev = PowerCutDevice(4096, blocks)
     vfs.VfsLfs2.mkfs(dev)
     return dev
-
-
-def _mount(dev):
-    try:
-        vfs.umount(MOUNT)
-    except OSError:
-        pass
-    vfs.mount(vfs.VfsLfs2(dev), MOUNT)
 
 
 def _commit(j, sid=None):
@@ -31,7 +22,7 @@ def _commit(j, sid=None):
 def _filled(records, acked, config=CONFIG):
     """A flash image holding `records` records (the first `acked` acknowledged) and two open sessions."""
     dev = _fresh()
-    _mount(dev)
+    mount(dev, MOUNT)
     j = Journal(DIR, **config)
     j.recover()
     for n in range(records):
@@ -55,14 +46,14 @@ def flips(trials, seed=7, records=15, acked=4):
     out = {"trials": 0, "detected": 0, "failures": [], "missing": 0}
     for t in range(trials):
         dev = PowerCutDevice(4096, 64, mem=bytearray(image))
-        _mount(dev)
+        mount(dev, MOUNT)
         segs = sorted(n for n in os.listdir(DIR) if n.endswith(".seg"))
-        name = segs[rnd._random(len(segs))]
+        name = segs[rnd.random(len(segs))]
         path = DIR + "/" + name
         with open(path, "rb") as f:
             raw = bytearray(f.read())
-        off = rnd._random(len(raw))
-        raw[off] ^= 1 << rnd._random(8)
+        off = rnd.random(len(raw))
+        raw[off] ^= 1 << rnd.random(8)
         with open(path, "wb") as f:
             f.write(raw)
         seen = []
@@ -110,7 +101,7 @@ def flips(trials, seed=7, records=15, acked=4):
 def full():
     """Fill the journal without acks: sessions refused, nothing lost, room back after acks."""
     dev = _fresh()
-    _mount(dev)
+    mount(dev, MOUNT)
     j = Journal(DIR, **CONFIG)
     j.recover()
     out = {}

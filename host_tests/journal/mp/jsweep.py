@@ -110,12 +110,13 @@ def workload(c, dev=None):
     c.ack(c.committed)
 
 
-def _mount(dev):
+def mount(dev, at=MOUNT):
+    """Mount LittleFS from `dev` at `at`, replacing whatever was mounted there (a reboot)."""
     try:
-        vfs.umount(MOUNT)
+        vfs.umount(at)
     except OSError:
         pass
-    vfs.mount(vfs.VfsLfs2(dev), MOUNT)
+    vfs.mount(vfs.VfsLfs2(dev), at)
 
 
 def blank():
@@ -127,7 +128,7 @@ def blank():
 def baseline():
     """Writes of the whole workload and the write numbers around rotations, trims and acks."""
     dev = PowerCutDevice(4096, BLOCKS, mem=blank())
-    _mount(dev)
+    mount(dev)
     j = Journal(DIR, **CONFIG)
     j.recover()
     start = dev.writes
@@ -166,7 +167,7 @@ def check_after_cut(dev, c):
     """Reboot on the same flash and check everything the journal confirmed before the cut."""
     problems = []
     dev = dev.reborn()
-    _mount(dev)
+    mount(dev)
     j = Journal(DIR, **CONFIG)
     r = j.recover()
     op, sid, value = c.inflight or (None, None, None)
@@ -227,7 +228,7 @@ def sweep(cuts, torn=False):
     tried = 0
     for k in cuts:
         dev = PowerCutDevice(4096, BLOCKS, mem=bytearray(image))
-        _mount(dev)
+        mount(dev)
         j = Journal(DIR, **CONFIG)
         j.recover()
         c = Charger(j)

@@ -29,8 +29,8 @@ class PowerCutDevice:
         self.bytes_read = 0
         self._rand = seed or 1
 
-    def _random(self, n):
-        # xorshift32: a deterministic tear position, no `random` module needed.
+    def random(self, n):
+        # xorshift32: deterministic tear positions (and test randomness), no `random` module needed.
         x = self._rand
         x ^= (x << 13) & 0xFFFFFFFF
         x ^= x >> 17
@@ -63,7 +63,7 @@ class PowerCutDevice:
             if self.torn and not was_dead:
                 if offset is None:
                     self._mv[a : a + self.block_size] = self._erased
-                n = self._random(len(buf))
+                n = self.random(len(buf))
                 self._mv[a : a + n] = buf[:n]
             return _EIO
         if offset is None:  # whole-block write: erase implied
@@ -83,7 +83,7 @@ class PowerCutDevice:
             was_dead = self.dead
             if not self._power():
                 if self.torn and not was_dead:
-                    n = self._random(self.block_size)
+                    n = self.random(self.block_size)
                     self._mv[a : a + n] = self._erased[:n]
                 return _EIO
             self._mv[a : a + self.block_size] = self._erased
