@@ -7,6 +7,7 @@
 #                so tests and the simulator see the relay and can plug the EV in.
 # Clock controls for the simulator: $EVC_CLOCK_SPEED (device time runs N times faster),
 # $EVC_TIME_QUALITY (S, I or U at boot), $EVC_CLOCK_OFFSET_S (shift the wall clock).
+# Test hooks: $EVC_STATUS_MS (status line interval), ROOT/inject/NAME (crash task NAME once).
 import os
 import sys
 
@@ -28,6 +29,7 @@ def _int_env(name, default):
 
 CLOCK_SPEED = _int_env("EVC_CLOCK_SPEED", 1)
 CLOCK_OFFSET_S = _int_env("EVC_CLOCK_OFFSET_S", 0)
+STATUS_MS = _int_env("EVC_STATUS_MS", 10000)  # status line interval (device ms)
 _FLASH_KB = _int_env("EVC_FLASH_KB", 2048)
 _BLOCK = 4096
 
@@ -143,6 +145,17 @@ def unique_id():
     import hashlib
 
     return hashlib.sha256(ROOT.encode()).digest()[:6]
+
+
+def inject(name):
+    """Fault injection for tests: True once when ROOT/inject/NAME exists (the file is removed).
+
+    One failed remove() when nothing is injected; the ESP32 board has no such hook."""
+    try:
+        os.remove(ROOT + "/inject/" + name)
+    except OSError:
+        return False
+    return True
 
 
 def reset():

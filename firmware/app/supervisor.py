@@ -7,12 +7,15 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
+import board
+
 from app import log
 from hal import clock
 
 _TICK_MS = 100
 _BACKOFF_MIN_MS = 500
 _BACKOFF_MAX_MS = 30000
+_inject = getattr(board, "inject", None)  # host test hook: crash a task on request
 
 
 class _Task:
@@ -42,6 +45,8 @@ class Supervisor:
 
     def progress(self, name):
         """Called by a task whenever it completes a unit of work."""
+        if _inject is not None and _inject(name):
+            raise RuntimeError("injected crash in %s" % name)
         t = self._tasks.get(name)
         if t is not None:
             t.last_progress = clock.monotonic_ms()
