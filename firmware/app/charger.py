@@ -142,7 +142,10 @@ async def run(cfg, dev, watchdog, root=None):
 
     key = keys.load_or_create(root + "/" + cfg["key_path"])
     p256.comb_table()  # the signing table is built once, before the heap fragments
-    journal = Journal(root + "/journal", max_bytes=cfg["journal"]["max_bytes"],
+    max_bytes = cfg["journal"]["max_bytes"]
+    # segments of at most a quarter of the journal: a small journal (config allows 16 KiB) still
+    # holds the two segments the journal needs
+    journal = Journal(root + "/journal", max_bytes=max_bytes, segment_bytes=min(32 * 1024, max_bytes // 4),
                       on_problem=lambda p: event("journal-problem", p))
     report = journal.recover()
     log.info("journal", "recovered: next seq %d, acked %d, %d pending, %d open sessions, %d problems"
