@@ -62,7 +62,9 @@ class Authorizer:
         if cached is not None:
             return Decision(True, "cache") if cached == "accepted" else reject(cached)
         policy = self.cfg["unknown"]
-        if policy == "online" and self.ask_backend is not None:
+        if policy == "online":
+            if self.ask_backend is None:
+                return self._offline()  # no uplink configured: the same as a backend that never answers
             answer = await self.ask_backend(token)
             if answer is not None:
                 # the backend answers {"ok": bool} and may say why ("status") and the contract
