@@ -20,6 +20,8 @@ from hal import clock
 from uplink import mqtt
 
 _EINPROGRESS = const(115)
+_IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; the unix port has no names for them
+_TCP_NODELAY = const(1)
 _DNS_POLL_MS = const(20)
 _HEAD_ROOM = const(512)  # topic, header and packet id around a payload
 
@@ -67,14 +69,14 @@ class Conn:
     """A broker connection: open(), then serve() receives; publish() sends; close()."""
 
     def __init__(self, host, port, client_id, keepalive_s=30, user=None, password=None, ssl_ctx=None,
-                 max_packet=16384, out_size=None, timeout_ms=5000, on_message=None):
+                 max_packet=16384, out_size=8192, timeout_ms=5000, on_message=None):
         self.host = host
         self.port = port
         self.ssl_ctx = ssl_ctx
         self.keepalive_ms = keepalive_s * 1000
         self.timeout_ms = timeout_ms
         self.max_packet = max_packet
-        self.codec = mqtt.Codec(client_id, keepalive_s, user, password, out_size or max_packet + _HEAD_ROOM)
+        self.codec = mqtt.Codec(client_id, keepalive_s, user, password, out_size)
         self.codec.set_callback(self._on_publish)
         self.on_message = on_message  # f(topic bytes, msg bytes, oversize int): 0 or the size dropped
         self._in = bytearray(max_packet + _HEAD_ROOM)
@@ -102,6 +104,11 @@ class Conn:
         try:
             ai = await resolve(self.host, self.port, self.timeout_ms)
             sock = socket.socket(ai[0], ai[1], ai[2])
+            try:
+                # no Nagle: each record would otherwise wait for the TCP ack of the one before
+                sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+            except OSError:
+                pass
             sock.setblocking(False)
             try:
                 sock.connect(ai[-1])
@@ -242,17 +249,23 @@ class Conn:
         if self.on_message is not None:
             self.on_message(topic, msg or b"", 0)
 
-    async def publish(self, topic, msg, qos=1, retain=False):
-        """Send one PUBLISH (no wait for PUBACK); raises OSError and closes on failure."""
+    async def publish(self, topic, msg, qos=1, retain=False, flush=True):
+        """Send one PUBLISH (no wait for PUBACK); raises OSError and closes on failure.
+
+        flush=False leaves it in the outbound buffer to go with the next ones (flush() sends).
+        """
         if not self.connected:
             raise OSError("not connected")
+        wire = self.codec.sock
+        need = len(topic) + len(msg) + 9  # header, lengths, packet id
+        if need > len(wire.out):
+            raise ValueError("publish: %d bytes do not fit the outbound buffer" % len(msg))
         async with self._lock:
-            try:
-                self.codec.publish_packet(topic, msg, qos, retain)
-            except OSError:
-                self.codec.sock.out_len = 0
-                raise OSError("publish: %d bytes do not fit the outbound buffer" % len(msg))
-            await self._flush()
+            if wire.out_len + need > len(wire.out):
+                await self._flush()
+            self.codec.publish_packet(topic, msg, qos, retain)
+            if flush:
+                await self._flush()
 
     async def flush(self):
         async with self._lock:

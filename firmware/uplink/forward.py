@@ -80,7 +80,10 @@ class Forwarder:
         return max(0, self.store.next_seq() - 1 - self.store.acked_seq())
 
     async def pump(self, publish, topic):
-        """Publish what the window allows; returns the number of records sent."""
+        """Publish what the window allows; returns the number of records queued.
+
+        publish(topic, data, flush=False) buffers; the caller flushes afterwards.
+        """
         acked = self.store.acked_seq()
         if self._next - 1 > acked and clock.monotonic_ms() - self._progress_at > self.resend_ms:
             # records in flight but no ack for a long time: the backend may have lost them
@@ -97,10 +100,8 @@ class Forwarder:
         for seq, data in self.store.pending(self._next - 1, room):
             if seq != self._next:
                 raise ValueError("store returned seq %d, expected %d" % (seq, self._next))
-            await publish(topic, data)
+            await publish(topic, data, flush=False)  # the window goes out in as few writes as fit
             self._next = seq + 1
-            if seq >= self.store.next_seq():
-                self._sent_hi = seq
             n += 1
         self.sent += n
         return n

@@ -38,7 +38,7 @@ DEFAULTS = {
     "key": None,
     "keepalive_s": 30,
     "timeout_ms": 5000,  # DNS, connect, CONNACK/SUBACK, a stalled send
-    "window": 16,  # records in flight before the backend's ack
+    "window": 32,  # records in flight before the backend's ack
     "resend_s": 30,  # records in flight with no ack for this long are sent again
     "backoff_min_ms": 1000,
     "backoff_max_ms": 60000,
@@ -191,7 +191,8 @@ class Uplink:
                     self._status_dirty = True
                 await self._send_events()
                 await self._send_status()
-                await self.forwarder.pump(conn.publish, self._t["rec"])
+                if await self.forwarder.pump(conn.publish, self._t["rec"]):
+                    await conn.flush()
                 if not self._wake.is_set():
                     try:
                         await asyncio.wait_for_ms(self._wake.wait(), _IDLE_WAIT_MS)

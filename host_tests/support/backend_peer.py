@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import socket
 import threading
 import time
 import uuid
@@ -119,6 +120,12 @@ class BackendPeer:
 
     # -- MQTT --------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason, props=None):
+        sock = client.socket()
+        if sock is not None:  # paho leaves Nagle on: every ack would wait for a delayed TCP ack
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         p = self.prefix
         client.subscribe([(f"{p}/+/rec", 1), (f"{p}/+/status", 1), (f"{p}/+/evt", 1), (f"{p}/+/auth/req", 1)])
         self._subscribed = True

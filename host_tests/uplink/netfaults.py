@@ -78,6 +78,8 @@ class FaultProxy:
             except OSError:
                 client.close()
                 continue
+            for s in (client, up):  # the proxy adds only the delay it is asked for
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._socks.append(up)
             budget = [self.cut_after]

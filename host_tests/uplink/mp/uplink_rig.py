@@ -181,7 +181,7 @@ async def drive(spec):
     up = Uplink(cfg, dev, store, keep("tariff"), keep("authlist"), keep("cmd"),
                 lambda: {"state": "idle", "fw": "test"}, state_dir=spec.get("state_dir", "/tmp"))
     lag = LagProbe()
-    t0 = time.ticks_ms()
+    t0 = time.ticks_ms()  # the drain clock starts after any prefill
     asyncio.create_task(lag.run())
     task = asyncio.create_task(up.run())
     if store.next_seq() <= spec.get("records", 0):
@@ -203,8 +203,11 @@ async def drive(spec):
     hold_ms = spec.get("hold_ms", 0)
     hold_until = clock.deadline(hold_ms)
     linger_at = None
+    done_ms = None
     while not clock.expired(deadline):
         if store.acked_seq() >= want and clock.expired(hold_until):
+            if done_ms is None:
+                done_ms = time.ticks_ms()
             if linger_at is None:  # all acked: stay a little for the last status message
                 linger_at = clock.deadline(spec.get("linger_ms", 0))
             if clock.expired(linger_at):
@@ -215,6 +218,7 @@ async def drive(spec):
         await asyncio.sleep_ms(20)
     task.cancel()
     result = stats(up, store, lag, t0)
+    result["drain_ms"] = time.ticks_diff(done_ms, t0) if done_ms else None
     result["applied_docs"] = applied
     result["auth"] = auth_answers
     result["auth_offline"] = offline_answers
