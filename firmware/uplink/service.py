@@ -65,10 +65,27 @@ def tls_context(ca, cert=None, key=None):
         raise ValueError("mqtts needs uplink.ca: the CA that signed the broker's certificate")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=ca)
+    ctx.load_verify_locations(cadata=_der_file(ca))
     if cert:
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(_der_file(cert), _der_file(key))
     return ctx
+
+
+def _der_file(path):
+    # MicroPython's ssl takes DER bytes (mbedTLS wants PEM NUL-terminated); accept either on flash
+    from binascii import a2b_base64
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    body = []
+    for line in data.split(b"\n")[1:]:  # the first PEM block
+        line = line.strip()
+        if line.startswith(b"-----END"):
+            break
+        body.append(line)
+    return a2b_base64(b"".join(body))
 
 
 def backend_verifier(key_hex):
