@@ -25,7 +25,7 @@ from backend.models import Card, Device, Downlink, ListEntry, TariffSource
 Message = tuple[str, str, bool]  # topic, payload, retain
 Publish = Callable[[list[Message]], None]
 
-LIST_CHUNK = 500  # entries per authlist document: ~40 kB of JSON, within the device's packet limit
+LIST_CHUNK = 64  # entries per authlist part: ~9 kB of JSON, ~12 kB as a JWS, under the device's 16 KiB bound (uplink.max_doc_bytes)
 MAX_DIFF = 1000  # the device takes at most this many entries in one differential update
 CMD_TTL_S = 300
 

@@ -185,11 +185,17 @@ async def run(cfg, dev, watchdog, root=None):
         out.update(ctl.status())
         return out
 
-    def on_authlist(doc):
-        committed = authlist.apply(doc)
-        if committed:
-            ledger.compact(authlist)
-        return committed
+    def on_authlist(meta, parts):
+        # the uplink verified every part and staged them on flash; apply all or nothing
+        authlist.begin(meta["ver"], meta["kind"] == "full")
+        try:
+            for entries in parts():
+                authlist.add(entries)
+            authlist.commit()
+        except Exception:
+            authlist.abort()
+            raise
+        ledger.compact(authlist)
 
     def on_command(doc):
         if doc.get("cmd") == "stop":

@@ -176,3 +176,18 @@ def test_cli_publishes_signed_documents_to_the_broker(broker, tmp_path, charger)
     assert docs["evc/evc-a1/cmd"]["cmd"] == "stop" and docs["evc/evc-a1/cmd"]["dev"] == "evc-a1"
     assert docs["evc/evc-a1/authlist"]["entries"][0]["token"] == TOKENS[0]
     assert run("authlist", "push", "--all").returncode == 2  # a full list needs a CSV: clear error
+
+
+def test_largest_authlist_part_fits_the_devices_document_bound(tmp_path):
+    """A part of LIST_CHUNK worst-case entries stays under uplink.max_doc_bytes (16 KiB) as a JWS."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from backend.downlink import LIST_CHUNK
+    from backend.keys import sign_document
+
+    worst = {"token": "a" * 32, "status": "accepted", "exp": 4102444800, "contract": "C" * 32,
+             "balance": 2147483647, "bal_seq": 4294967295}
+    doc = {"type": "authlist", "dev": "d" * 32, "ver": 1 << 40, "full": False, "base": (1 << 40) - 1,
+           "part": 9999, "parts": 10000, "entries": [worst] * LIST_CHUNK}
+    jws = sign_document(ec.generate_private_key(ec.SECP256R1()), doc)
+    assert len(jws) < 16384

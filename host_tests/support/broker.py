@@ -47,7 +47,7 @@ class Broker:
             conf = d / "mosquitto.conf"
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                "max_queued_messages 100000\nmax_inflight_messages 100\n"
+                "max_queued_messages 100000\nmax_inflight_messages 100\nset_tcp_nodelay true\n"
                 "log_dest none\n"
             )
             return [mosquitto_binary() or "mosquitto", "-c", str(conf)]
