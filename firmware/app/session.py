@@ -123,7 +123,7 @@ class Controller:
 
     def remote_stop(self):
         if self.session is not None:
-            self._stop_request = "remote"
+            self._request_stop("remote")
             return True
         return False
 
@@ -136,7 +136,7 @@ class Controller:
             return
         if reading.baseline != s.baseline:
             # the meter was swapped: no energy difference may span two meters
-            self._stop_request = "meter-fault"
+            self._request_stop("meter-fault")
             return
         now = reading.t_ms
         epoch = s.start_t + (now - s.mono) // 1000
@@ -159,19 +159,26 @@ class Controller:
                 self._set_state(CHARGING)
         self._check_limits(s, after, now)
 
+    def _request_stop(self, reason):
+        # The relay opens at once: no energy flows past a limit while the tick finishes the record.
+        if not self._stop_request:
+            self._stop_request = reason
+            self.relay.off()
+
     def _check_limits(self, s, cost_incl, now):
         energy = s.last_wh - s.start_wh
         c = self.s_cfg
-        if s.available is not None and cost_incl + s.step_cost >= s.available:
-            self._stop_request = self._stop_request or "balance"
-        elif s.cap_wh and energy >= s.cap_wh or s.cap_cost and cost_incl + s.step_cost >= s.cap_cost:
-            self._stop_request = self._stop_request or "limit"
+        projected = cost_incl + s.step_cost  # the cost after one more interval like the last ones
+        if s.available is not None and projected >= s.available:
+            self._request_stop("balance")
+        elif s.cap_wh and energy >= s.cap_wh or s.cap_cost and projected >= s.cap_cost:
+            self._request_stop("limit")
         elif c["max_energy_wh"] and energy >= c["max_energy_wh"]:
-            self._stop_request = self._stop_request or "limit"
-        elif c["max_cost"] and cost_incl + s.step_cost >= c["max_cost"]:
-            self._stop_request = self._stop_request or "limit"
+            self._request_stop("limit")
+        elif c["max_cost"] and projected >= c["max_cost"]:
+            self._request_stop("limit")
         elif c["max_duration_s"] and (now - s.mono) // 1000 >= c["max_duration_s"]:
-            self._stop_request = self._stop_request or "limit"
+            self._request_stop("limit")
 
     async def tick(self):
         """Periodic checks (about once a second): stop requests, unplug, meter fault, checkpoints."""
@@ -219,6 +226,11 @@ class Controller:
                 self.on_event("refused", {"token": token, "reason": "journal-full"})
                 return
             self.refusal = None
+            if self.plug is not None and not self.plug.value():
+                log.info("session", "no EV plugged in: not starting")
+                self._feedback("rejected")
+                self.on_event("refused", {"token": token, "reason": "unplugged"})
+                return
             reading = self.meter.fresh()
             if reading is None:
                 log.error("session", "no fresh meter reading: cannot start")
@@ -228,9 +240,10 @@ class Controller:
             tset = self.tariffs()
             tariff = tset.select(decision.contract)
             epoch, tq = clock.now()
+            mono = clock.monotonic_ms()  # durations count from now, not from the start reading's age
             sid = "%d-%d" % (epoch, self.journal.next_seq())
             doc = start_doc(token, decision, tariff, tset.ver, epoch, tq, reading)
-            s = Session(sid, doc, tariff, reading.baseline, reading.t_ms)
+            s = Session(sid, doc, tariff, reading.baseline, mono)
             s.pricer = Pricer(tariff, tset.tz, epoch, reading.energy_wh, tq, self.s_cfg["unplug_power_w"])
             self.journal.open_session(sid, doc)  # on flash before the relay closes
             self.session = s
@@ -294,7 +307,7 @@ class Controller:
         self.journal.commit_record(seq, payload, signed, s.sid)
         if s.available is not None and self.ledger is not None:
             self.ledger.record(s.token, seq, fields["charged"])
-        log.info("session", "record %d: %s %d Wh %d %s incl (%s) flags=%s"
+        log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) flags=%s"
                  % (seq, reason, energy, incl, cost["currency"], s.sid, ",".join(flags)))
         self.on_record(seq)
 
