@@ -10,6 +10,9 @@ land in that folder and imports come from what was deployed there, as on a real 
     .venv/bin/python tools/board_emulator.py --flash /tmp/board   # prints the port to use
     .venv/bin/mpremote connect /dev/pts/N ls
 
+With littlefs_kb=N the flash is instead an N KiB LittleFS image (flash.img in that folder),
+size-limited like the ESP32's, for flash-full tests.
+
 Differences from a real board, on purpose: output nobody reads is dropped after 64 KiB (a UART
 drops it at once); the friendly REPL runs one line at a time; mpremote's `mount` (which needs the
 device's stdin) is not supported.
@@ -31,7 +34,7 @@ _REPO = Path(__file__).resolve().parents[1]
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 IDLE = b"\x00\x1bEMU-IDLE\x1b\x00"  # agent -> emulator: the REPL waits for input again
-READY = b"\x00\x1bEMU-READY\x1b\x00"  # agent -> emulator: Ctrl-C (SIGINT) is safe from now on
+RUN = b"\x00\x1bEMU-RUN\x1b\x00"  # agent -> emulator: user code runs now; Ctrl-C may interrupt it
 PASTE_WINDOW = 128  # what an ESP32 with a 256-byte stdin buffer announces
 _MAX_UNREAD = 64 * 1024
 
@@ -43,14 +46,45 @@ class _Flash(vfs.VfsPosix):
     # VfsPosix with a root renames absolute paths wrongly (unix port 1.29): hand it relative ones.
     def rename(self, old, new):
         return super().rename(old.lstrip("/"), new.lstrip("/"))
-vfs.umount("/")
-vfs.mount(_Flash(os.getenv("EMU_FLASH")), "/")
+class _Blocks:
+    # A flash chip in a file: 4 KiB erase blocks, the interface vfs.VfsLfs2 needs.
+    def __init__(self, path, count):
+        try:
+            self.f = open(path, "r+b")
+        except OSError:
+            self.f = open(path, "w+b")
+            self.f.write(b"\xff" * 4096 * count)
+        self.count = count
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.readinto(buf)
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.write(buf)
+        self.f.flush()
+    def ioctl(self, op, arg):
+        return self.count if op == 4 else 4096 if op == 5 else 0
+_kb = os.getenv("EMU_LFS_KB")
+if _kb:  # a size-limited LittleFS like the ESP32's, in flash.img of the flash folder
+    _dev = _Blocks(os.getenv("EMU_FLASH") + "/flash.img", int(_kb) // 4)
+    vfs.umount("/")
+    try:
+        vfs.mount(vfs.VfsLfs2(_dev), "/")
+    except OSError:
+        vfs.VfsLfs2.mkfs(_dev)
+        vfs.mount(vfs.VfsLfs2(_dev), "/")
+else:  # the folder itself is the flash
+    vfs.umount("/")
+    vfs.mount(_Flash(os.getenv("EMU_FLASH")), "/")
 os.chdir("/")
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer
 _IDLE = b"\x00\x1bEMU-IDLE\x1b\x00"
 _FRIENDLY = b"MicroPython " + sys.version.split("; ")[-1].encode() + b" (board emulator)\r\nType \"help()\" for more information.\r\n>>> "
 _g = {"__name__": "__main__"}
+_RUN = b"\x00\x1bEMU-RUN\x1b\x00"
+_F_TAIL = b">>> " + _IDLE
+_R_TAIL = b"\x04>" + _IDLE
 
 def _say(data):
     try:
@@ -64,26 +98,28 @@ def _exc_text(e):
     lines = [l for l in buf.getvalue().split("\n") if not l.endswith((" in _run", " in _run_file"))]
     return "\r\n".join(lines).encode()
 
-def _run(code, kind):
+def _run(code, tail):
+    # The tail goes out in `finally`: even an interrupt landing just after the code finished
+    # cannot swallow it (the emulator would wait forever).
     err = b""
     try:
-        if kind == "F":
-            try:
-                value = eval(compile(code, "<stdin>", "eval"), _g)
-                if value is not None:
-                    print(repr(value))
-            except SyntaxError:
+        try:
+            _say(_RUN)
+            if tail is _F_TAIL:
+                try:
+                    value = eval(compile(code, "<stdin>", "eval"), _g)
+                    if value is not None:
+                        print(repr(value))
+                except SyntaxError:
+                    exec(compile(code, "<stdin>", "exec"), _g)
+            else:
                 exec(compile(code, "<stdin>", "exec"), _g)
-        else:
-            exec(compile(code, "<stdin>", "exec"), _g)
-    except SystemExit as e:
-        raise
-    except BaseException as e:
-        err = _exc_text(e)
-    if kind == "F":
-        _say(err + b">>> " + _IDLE)
-    else:
-        _say(b"\x04" + err + b"\x04>" + _IDLE)
+        except SystemExit:
+            raise
+        except BaseException as e:
+            err = _exc_text(e)
+    finally:
+        _say((err + tail) if tail is _F_TAIL else (b"\x04" + err + tail))
 
 def _read(n):
     data = b""
@@ -100,6 +136,7 @@ def _run_file(name):
     except OSError:
         return
     try:
+        _say(_RUN)
         with open(name) as f:
             code = f.read()
         exec(compile(code, name, "exec"), _g)
@@ -109,27 +146,29 @@ def _run_file(name):
         _say(_exc_text(e))
 
 def _boot(mode):
-    _run_file("boot.py")
-    if mode != "raw" and os.getenv("EMU_RUN_MAIN") == "1":
-        _run_file("main.py")
-    _say((b"raw REPL; CTRL-B to exit\r\n>" if mode == "raw" else _FRIENDLY) + _IDLE)
+    try:
+        _run_file("boot.py")
+        if mode != "raw" and os.getenv("EMU_RUN_MAIN") == "1":
+            _run_file("main.py")
+    finally:
+        _say((b"raw REPL; CTRL-B to exit\r\n>" if mode == "raw" else _FRIENDLY) + _IDLE)
 
 def _main():
-    # Ctrl-C arrives as SIGINT, raised at the next jump: every loop keeps its jumps inside a try.
+    # Ctrl-C arrives as SIGINT (the emulator sends it only while user code runs) and is raised
+    # at the next jump: the loops keep their jumps inside a try.
     try:
         _boot(os.getenv("EMU_BOOT"))
     except KeyboardInterrupt:
-        _say(b">>> " + _IDLE)
+        pass
     while True:
         try:
             while True:
                 head = _read(5)
                 n = head[1] | head[2] << 8 | head[3] << 16 | head[4] << 24
-                _run(_read(n).decode(), chr(head[0]))
+                _run(_read(n).decode(), _F_TAIL if head[0] == 70 else _R_TAIL)
         except KeyboardInterrupt:
             pass
 
-_say(b"\x00\x1bEMU-READY\x1b\x00")  # SIGINT is safe from here on
 _main()
 """
 
@@ -144,7 +183,7 @@ class BoardEmulator:
 
     def __init__(self, flash_dir: Path | str, *, heap: str = "2M", run_main: bool = True,
                  raw_paste: bool = True, env: dict[str, str] | None = None,
-                 echo: bool = False, micropython: str | None = None):
+                 echo: bool = False, micropython: str | None = None, littlefs_kb: int | None = None):
         self.flash_dir = Path(flash_dir).resolve()
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.heap = heap
@@ -153,6 +192,7 @@ class BoardEmulator:
         self.env = env or {}
         self.echo = echo
         self.micropython = micropython or _micropython()
+        self.littlefs_kb = littlefs_kb  # None: the folder is the flash; N: an N KiB LittleFS in flash.img
         self.resets = {"soft": 0, "hard": 0}
         self._events: queue.Queue = queue.Queue()
         self._agent: subprocess.Popen | None = None
@@ -204,8 +244,9 @@ class BoardEmulator:
     def _start_agent(self, mode: str) -> None:
         self._gen += 1
         env = dict(os.environ)
-        env.update({"MICROPYPATH": ".frozen::/lib", "EMU_FLASH": str(self.flash_dir), "EMU_BOOT": mode,
-                    "EMU_RUN_MAIN": "1" if self.run_main else "0"})
+        # "lib", not "/lib": VfsPosix with a root fails import lookups on absolute paths (unix port 1.29)
+        env.update({"MICROPYPATH": ".frozen::lib", "EMU_FLASH": str(self.flash_dir), "EMU_BOOT": mode,
+                    "EMU_RUN_MAIN": "1" if self.run_main else "0", "EMU_LFS_KB": str(self.littlefs_kb or "")})
         env.update(self.env)
         self._agent = subprocess.Popen(
             [self.micropython, "-X", f"heapsize={self.heap}", "-c", AGENT],
@@ -213,8 +254,8 @@ class BoardEmulator:
             cwd=str(self.flash_dir), env=env, bufsize=0,
         )
         self._busy = True
-        self._ready = False  # SIGINT kills a process that has not installed its handler yet
-        self._interrupt = False
+        self._in_user = False  # between RUN and IDLE: SIGINT lands in user code
+        self._interrupt = False  # Ctrl-C came while booting: interrupt the next user code
         self._mode = "raw" if mode == "raw" else "friendly"
         self._carry = b""
         thread = threading.Thread(target=self._pump, args=(self._agent, self._gen), daemon=True)
@@ -314,23 +355,22 @@ class BoardEmulator:
         data = self._carry + data
         self._carry = b""
         while True:
-            at_idle = data.find(IDLE) if self._ready else -1
-            at_ready = data.find(READY) if not self._ready else -1
-            if at_ready >= 0:
-                self._write(data[:at_ready])
-                data = data[at_ready + len(READY):]
-                self._ready = True
+            found = [(at, m) for m in (RUN, IDLE) for at in (data.find(m),) if at >= 0]
+            if not found:
+                break
+            at, marker = min(found)
+            self._write(data[:at])
+            data = data[at + len(marker):]
+            if marker is RUN:
+                self._in_user = True
                 if self._interrupt:
                     self._interrupt = False
                     self._agent.send_signal(signal.SIGINT)
-                continue
-            if at_idle < 0:
-                break
-            self._write(data[:at_idle])
-            data = data[at_idle + len(IDLE):]
-            self._busy = False
-        marker = IDLE if self._ready else READY  # hold back what may be the start of the next marker
-        keep = next((k for k in range(min(len(marker) - 1, len(data)), 0, -1) if marker.startswith(data[-k:])), 0)
+            else:
+                self._busy = self._in_user = self._interrupt = False
+        # hold back what may be the start of a marker (both begin with the same bytes)
+        keep = next((k for k in range(min(len(RUN) - 1, len(data)), 0, -1)
+                     if RUN.startswith(data[-k:]) or IDLE.startswith(data[-k:])), 0)
         if keep:
             self._carry = data[-keep:]
             data = data[:-keep]
@@ -345,7 +385,7 @@ class BoardEmulator:
         for i, byte in enumerate(data):
             if self._busy:
                 if byte == 0x03 and self._agent and self._agent.poll() is None:
-                    if self._ready:
+                    if self._in_user:
                         self._agent.send_signal(signal.SIGINT)  # KeyboardInterrupt in the running code
                     else:
                         self._interrupt = True
