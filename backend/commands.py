@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         ocpi = json.loads(args.file.read_text())
         msgs = downlinks.tariff(_device(args), ocpi, args.contract, compile_tariff(args.tz), publish)
     elif args.command == "authlist":
-        rows = list(cards.read_csv(args.file, _secret_or_none(keys), allow_delete=args.diff)) if args.file else None
-        msgs = downlinks.authlist(_device(args), rows, args.diff, publish)
+        device = _device(args)
+        file = Path(args.file) if args.file else None
+        rows = list(cards.read_csv(file, _secret_or_none(keys), allow_delete=args.diff)) if file else None
+        msgs = downlinks.authlist(device, rows, args.diff, publish)
     elif args.command == "card":
         token = args.token or card_token(keys.site_secret(), bytes.fromhex(args.uid))
         print(f"{token} balance {downlinks.credit(token, args.amount)}")
@@ -97,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _device(args: argparse.Namespace) -> str | None:
+    if args.all and args.device is not None and getattr(args, "file", "") is None:
+        args.file, args.device = args.device, None  # `push --all FILE`: the one positional is the file
     if args.all == (args.device is not None):
         raise ValueError("name one DEVICE or --all")
     return None if args.all else args.device

@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.device import ESP32_HEAP, DeviceProcess  # noqa: E402
+from tools.device import DeviceProcess  # noqa: E402
 
 
 def _device_config(root: Path, meter: str | None, nfc: str | None, broker: str | None) -> dict:
@@ -45,14 +45,13 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
+    from tools import simday
+
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        return simday.play(Path(args.out), args.scenario, quiet=args.quiet)
     with tempfile.TemporaryDirectory(prefix="evc-sim-") as tmp:
-        dev = DeviceProcess(Path(tmp) / "charger-1", {"device_id": "charger-1"}, heap=ESP32_HEAP,
-                            echo=not args.quiet, name="charger-1")
-        with dev:
-            dev.wait_for(r"charger: ready", timeout=20)
-            dev.wait_for(r"status: dev=charger-1", timeout=20)
-        print("sim: charger-1 booted on the MicroPython unix port and reported status")
-    return 0
+        return simday.play(Path(tmp), args.scenario, quiet=args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

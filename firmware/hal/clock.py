@@ -72,6 +72,37 @@ class _Clock:
             self._synced_mono = mono
 
 
+# Wire time. A meter, a card reader or a broker answers in real milliseconds whatever the
+# device clock does, so I/O timeouts, poll intervals and network timers use these, which the
+# simulator's speed-up leaves alone. Billing and session durations use monotonic_ms().
+class _IoClock:
+    def __init__(self):
+        self._last = time.ticks_ms()
+        self._ms = 0
+
+    def ms(self):
+        now = time.ticks_ms()
+        self._ms += time.ticks_diff(now, self._last)
+        self._last = now
+        return self._ms
+
+
+_io = _IoClock()
+io_ms = _io.ms
+
+
+def io_deadline(ms):
+    return _io.ms() + ms
+
+
+def io_expired(at):
+    return _io.ms() >= at
+
+
+def io_sleep_ms(ms):
+    return asyncio.sleep_ms(ms)
+
+
 _clock = _Clock()
 monotonic_ms = _clock.monotonic_ms
 now = _clock.now

@@ -131,11 +131,11 @@ class Mfrc522:
     async def init(self):
         """Soft reset, check the version, set the 5 ms answer timer and switch the field on."""
         self._write(_COMMAND, _CMD_SOFT_RESET)
-        deadline = clock.deadline(_DONE_MS)
+        deadline = clock.io_deadline(_DONE_MS)
         while self._read(_COMMAND) & _POWER_DOWN:
-            if clock.expired(deadline):
+            if clock.io_expired(deadline):
                 raise ReaderTimeout("MFRC522: stays in soft reset")
-            await clock.sleep_ms(1)
+            await clock.io_sleep_ms(1)
         version = self._read(_VERSION)
         if version not in _VERSIONS:
             raise ReaderError("MFRC522: unknown version 0x%02x (wiring?)" % version)
@@ -162,7 +162,7 @@ class Mfrc522:
         self._write(_BIT_FRAMING, framing)
         self._write(_COMMAND, _CMD_TRANSCEIVE)
         self._write(_BIT_FRAMING, framing | _START_SEND)
-        deadline = clock.deadline(_DONE_MS)
+        deadline = clock.io_deadline(_DONE_MS)
         while True:
             irq = self._read(_COM_IRQ)
             if irq & _IRQ_RX_IDLE:
@@ -170,10 +170,10 @@ class Mfrc522:
             if irq & _IRQ_TIMER:
                 self._write(_COMMAND, _CMD_IDLE)
                 return 0
-            if clock.expired(deadline):
+            if clock.io_expired(deadline):
                 self._write(_COMMAND, _CMD_IDLE)
                 raise ReaderTimeout("MFRC522: transceive never finished")
-            await clock.sleep_ms(1)
+            await clock.io_sleep_ms(1)
         self._write(_BIT_FRAMING, framing)
         err = self._read(_ERROR)
         if err & _ERR_FATAL:

@@ -105,7 +105,7 @@ class Pn532:
                 raise ReaderTimeout("PN532: no ACK for command 0x%02x" % cmd)
             raise ReaderError("PN532: command 0x%02x refused" % cmd)
         parser = self._parser
-        deadline = clock.deadline(self.timeout_ms)
+        deadline = clock.io_deadline(self.timeout_ms)
         nacks = 0
         while True:
             ev = await link.receive(parser, deadline)
@@ -129,7 +129,7 @@ class Pn532:
     async def _wait_ack(self):
         parser = self._parser
         parser.reset()
-        deadline = clock.deadline(self.ack_ms)
+        deadline = clock.io_deadline(self.ack_ms)
         while True:
             ev = await self.link.receive(parser, deadline, 6)
             if ev == GOT_ACK or ev == GOT_NACK or ev == NONE:

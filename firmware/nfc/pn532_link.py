@@ -37,7 +37,7 @@ class Hsu:
 
     async def wake(self):
         self.send(_WAKE)
-        await clock.sleep_ms(2)
+        await clock.io_sleep_ms(2)
 
     def send(self, frame):
         # Whatever is still waiting belongs to an older exchange: drop it before asking anew.
@@ -61,9 +61,9 @@ class Hsu:
                 self._pos = 0
                 self._end = n
                 continue
-            if clock.expired(deadline):
+            if clock.io_expired(deadline):
                 return NONE
-            await clock.sleep_ms(_POLL_MS)
+            await clock.io_sleep_ms(_POLL_MS)
 
     def close(self):
         self.stream.close()
@@ -89,13 +89,13 @@ class _PacketLink:
         self.bytes_in = 0
 
     async def wake(self):
-        await clock.sleep_ms(2)
+        await clock.io_sleep_ms(2)
 
     async def receive(self, parser, deadline, size=_FRAME_READ):
         while not self._ready():
-            if clock.expired(deadline):
+            if clock.io_expired(deadline):
                 return NONE
-            await clock.sleep_ms(_POLL_MS)
+            await clock.io_sleep_ms(_POLL_MS)
         data = self._read(size)
         parser.reset()
         for b in data:
@@ -124,9 +124,9 @@ class Spi(_PacketLink):
     async def wake(self):
         # Holding CS low wakes the PN532 from power-down (UM0701-02 6.3.2.2).
         self.cs.value(0)
-        await clock.sleep_ms(2)
+        await clock.io_sleep_ms(2)
         self.cs.value(1)
-        await clock.sleep_ms(2)
+        await clock.io_sleep_ms(2)
 
     def send(self, frame):
         n = len(frame) + 1

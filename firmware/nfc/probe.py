@@ -12,11 +12,11 @@ async def probe(kind, url, secret=None, timeout_ms=10000, show_uid=False):
     """{"token", "uid_len"[, "uid"]} of the first card seen; ReaderTimeout when none came."""
     key = parse_secret(secret) if secret is not None else None
     driver = open_driver(kind, url)
-    deadline = clock.deadline(timeout_ms)
+    deadline = clock.io_deadline(timeout_ms)
     uid = bytearray(10)
     ready = False
     last = None
-    while not clock.expired(deadline):
+    while not clock.io_expired(deadline):
         try:
             if not ready:
                 await driver.init()
@@ -31,7 +31,7 @@ async def probe(kind, url, secret=None, timeout_ms=10000, show_uid=False):
             if show_uid:
                 out["uid"] = bytes(uid[:n]).hex()
             return out
-        await clock.sleep_ms(_POLL_MS)
+        await clock.io_sleep_ms(_POLL_MS)
     if last is not None and not ready:
         raise ReaderTimeout("no working reader within %d ms (last error: %s)" % (timeout_ms, last))
     raise ReaderTimeout("no card within %d ms" % timeout_ms)

@@ -105,7 +105,7 @@ class Reader:
                         on_fault(self.last_fault)
                     except Exception as cb_exc:
                         log.exception(_TAG, cb_exc)
-                await clock.sleep_ms(delay)
+                await clock.io_sleep_ms(delay)
                 continue
             if self.fault_streak:
                 log.info(_TAG, "reader back after %d faults" % self.fault_streak)
@@ -117,4 +117,4 @@ class Reader:
                         await result
                 except Exception as exc:
                     log.exception(_TAG, exc)
-            await clock.sleep_ms(self.poll_ms)
+            await clock.io_sleep_ms(self.poll_ms)

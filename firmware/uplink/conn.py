@@ -55,11 +55,11 @@ async def resolve(host, port, timeout_ms):
     box = []
     _dns_busy[0] = True
     _thread.start_new_thread(_dns_thread, (host, port, box))
-    at = clock.deadline(timeout_ms)
+    at = clock.io_deadline(timeout_ms)
     while not box:
-        if clock.expired(at):
+        if clock.io_expired(at):
             raise OSError("dns: no answer for %s within %d ms" % (host, timeout_ms))
-        await clock.sleep_ms(_DNS_POLL_MS)
+        await clock.io_sleep_ms(_DNS_POLL_MS)
     if isinstance(box[0], Exception):
         raise OSError("dns: %s: %s" % (host, box[0]))
     return box[0]
@@ -121,7 +121,7 @@ class Conn:
                 sock = self.ssl_ctx.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
                 sock.setblocking(False)
             self._stream = Stream(sock)
-            self.last_rx = self.last_tx = clock.monotonic_ms()
+            self.last_rx = self.last_tx = clock.io_ms()
             self._ping_at = 0
             self.codec.connect_packet()
             await self._flush()
@@ -139,10 +139,10 @@ class Conn:
 
     async def _await_ack(self, op, pid, what):
         # before serve() runs: read packets here until the one we wait for, under a deadline
-        at = clock.deadline(self.timeout_ms)
+        at = clock.io_deadline(self.timeout_ms)
         key = (op, pid)
         while key not in self._acks:
-            left = at - clock.monotonic_ms()
+            left = at - clock.io_ms()
             if left <= 0:
                 raise OSError("no %s within %d ms" % (what, self.timeout_ms))
             try:
@@ -175,7 +175,7 @@ class Conn:
         if not n:
             self.close("closed by broker")
             raise OSError("connection closed by broker")
-        self.last_rx = clock.monotonic_ms()
+        self.last_rx = clock.io_ms()
         self._ping_at = 0
         self._in_len += n
         try:
@@ -287,13 +287,13 @@ class Conn:
         except Exception as exc:
             self.close(exc)
             raise OSError("send stalled or failed: %r" % (exc,))
-        self.last_tx = clock.monotonic_ms()
+        self.last_tx = clock.io_ms()
 
     async def keepalive(self):
         """Ping when idle; drop a link that stops answering. Call every few hundred ms."""
         if not self.connected:
             return
-        now = clock.monotonic_ms()
+        now = clock.io_ms()
         idle = now - self.last_rx
         if self._ping_at and now - self._ping_at > self.keepalive_ms // 2:
             self.close("no answer to ping")

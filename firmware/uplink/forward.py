@@ -29,7 +29,7 @@ class Forwarder:
         self.resend_ms = resend_ms
         self._next = store.acked_seq() + 1  # next seq to publish on this connection
         self._ack_to = 0  # highest valid ack received, not yet written to the store
-        self._progress_at = clock.monotonic_ms()
+        self._progress_at = clock.io_ms()
         self.sent = 0
         self.resent = 0
         self.acks_ignored = 0
@@ -40,7 +40,7 @@ class Forwarder:
         if self._next > acked + 1:
             self.resent += self._next - acked - 1
         self._next = acked + 1
-        self._progress_at = clock.monotonic_ms()
+        self._progress_at = clock.io_ms()
 
     def on_ack(self, msg):
         """Handle an ack payload from the receive path (no flash writes here: commit() does them)."""
@@ -68,7 +68,7 @@ class Forwarder:
         if seq <= self.store.acked_seq():
             return False
         self.store.ack(seq)
-        self._progress_at = clock.monotonic_ms()
+        self._progress_at = clock.io_ms()
         if self._next <= seq:
             self._next = seq + 1
         return True
@@ -85,17 +85,17 @@ class Forwarder:
         publish(topic, data, flush=False) buffers; the caller flushes afterwards.
         """
         acked = self.store.acked_seq()
-        if self._next - 1 > acked and clock.monotonic_ms() - self._progress_at > self.resend_ms:
+        if self._next - 1 > acked and clock.io_ms() - self._progress_at > self.resend_ms:
             # records in flight but no ack for a long time: the backend may have lost them
             log.warn("fwd", "no ack for %d ms; resending from %d" % (self.resend_ms, acked + 1))
             self.resent += self._next - acked - 1
             self._next = acked + 1
-            self._progress_at = clock.monotonic_ms()
+            self._progress_at = clock.io_ms()
         room = self.window - (self._next - 1 - acked)
         if room <= 0 or self._next >= self.store.next_seq():
             return 0
         if self._next - 1 == acked:
-            self._progress_at = clock.monotonic_ms()  # the resend timer starts with the first in flight
+            self._progress_at = clock.io_ms()  # the resend timer starts with the first in flight
         n = 0
         for seq, data in self.store.pending(self._next - 1, room):
             if seq != self._next:

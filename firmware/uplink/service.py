@@ -187,7 +187,7 @@ class Uplink:
                 self.auth.cancel_all()
             delay = backoff // 2 + random.getrandbits(16) % (backoff // 2 + 1)  # jitter: 50..100 %
             backoff = min(backoff * 2, self.cfg["backoff_max_ms"])
-            await clock.sleep_ms(delay)
+            await clock.io_sleep_ms(delay)  # reconnect backoff is network time
 
     # -- one connected session ---------------------------------------------------------
     async def _session(self):
@@ -229,7 +229,7 @@ class Uplink:
         # read no more while documents wait: the broker holds the rest (TCP back-pressure)
         while self._inbox and self.conn.connected:
             self._wake.set()
-            await clock.sleep_ms(_GATE_POLL_MS)
+            await clock.io_sleep_ms(_GATE_POLL_MS)
 
     def _on_message(self, topic, msg, oversize):
         kind = self._kind.get(topic)

@@ -1,0 +1,288 @@
+"""The scripted day the simulator plays, and the report that decides its exit code.
+
+Scenario "day" (two chargers, device time 60x, evening in Berlin, time-of-day tariff):
+  charger-1: a postpaid session across the 22:00 tariff boundary; a blocked card; a broker
+             outage during which an unknown card charges under the offline cap and a postpaid
+             session finishes, both syncing in order when the broker is back.
+  charger-2: a prepaid card that runs out mid-session; a tariff update pushed by the backend
+             and used by the next session; a power cut mid-session and its recovery.
+Scenario "short" (the test suite's): one charger, one postpaid session, one power cut.
+
+Exit 0 only when every record verified, none is missing or duplicated, nothing went to the
+anomalies, and every prepaid balance adds up.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from tools.simworld import Card, World, b64url_json, card_token, tou_tariff
+
+POSTPAID = Card("postpaid", bytes.fromhex("04A1B2C3D4E5F6"), contract="FLEET")
+PREPAID = Card("prepaid", bytes.fromhex("04C0FFEE123456"), balance=300)
+BLOCKED = Card("blocked", bytes.fromhex("DEADBEEF"), status="blocked")
+UNKNOWN = Card("unknown", bytes.fromhex("0A0B0C0D"))
+
+_STATUS = re.compile(r"status: dev=(\S+) state=(\S+) seq=(\d+) pending=(\d+) wh=(\d+) cost=(\d+)")
+
+
+class Live:
+    """A live line per charger (state, kW, kWh, running cost) every two seconds."""
+
+    def __init__(self, world: World, quiet: bool):
+        self.world = world
+        self.quiet = quiet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        if not self.quiet:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(2):
+            parts = []
+            for name, c in self.world.chargers.items():
+                if c.dev is None:
+                    continue
+                last = next((m for m in map(_STATUS.search, reversed(c.dev.lines[-200:])) if m), None)
+                if last is None:
+                    continue
+                kw = c.ev._power_w / 1000 if c.ev.charging else 0.0
+                parts.append(f"{name} {last.group(2):<10} {kw:5.1f} kW {int(last.group(5)) / 1000:6.2f} kWh "
+                             f"{int(last.group(6)) / 100:6.2f} EUR pending {last.group(4)}")
+            if parts:
+                print("  | " + "  | ".join(parts), flush=True)
+
+
+def charge_for(c, device_minutes: int) -> None:
+    time.sleep(device_minutes * 60 / c.world.speed)
+
+
+def _charger_1(world: World) -> None:
+    c = world.chargers["charger-1"]
+    world.say("charger-1: postpaid card starts at 21:40 local, across the 22:00 tariff boundary")
+    c.tap(POSTPAID.uid, r"session: started .* auth=list")
+    charge_for(c, 30)
+    c.tap(POSTPAID.uid, r"session: record \d+: card")
+    world.say("charger-1: a blocked card is refused")
+    c.tap(BLOCKED.uid, r"card rejected: blocked")
+    world.say("charger-1: broker outage; an unknown card charges offline under the 2 kWh cap")
+    world.broker.stop()
+    c.tap(UNKNOWN.uid, r"session: started .* auth=offline", timeout=60)
+    c.wait(r"session: record \d+: limit", timeout=60)
+    world.say("charger-1: a postpaid session finishes while offline")
+    c.tap(POSTPAID.uid, r"session: started .* auth=list")
+    charge_for(c, 5)
+    c.tap(POSTPAID.uid, r"session: record \d+: card")
+    world.say("charger-1: broker back; records sync in order")
+    world.broker.start()
+
+
+def _charger_2(world: World, tariff_ready: threading.Event) -> None:
+    c = world.chargers["charger-2"]
+    world.say("charger-2: prepaid card with 3.00 EUR runs out mid-session")
+    c.tap(PREPAID.uid, r"session: started .* auth=list")
+    c.wait(r"session: record \d+: balance", timeout=120)
+    world.say("charger-2: the backend pushes a new tariff")
+    at = c.mark()
+    tariff_ready.set()
+    c.wait(r"tariff: tariff document version \d+ applied", timeout=60, start=at)
+    c.tap(POSTPAID.uid, r"session: started .* tariff=evening-2")
+    charge_for(c, 5)
+    c.tap(POSTPAID.uid, r"session: record \d+: card")
+    power_cut(world, c)
+
+
+def power_cut(world: World, c) -> None:
+    world.say(f"{c.name}: power cut in the middle of a session, then reboot")
+    c.tap(POSTPAID.uid, r"session: started")
+    charge_for(c, 12)  # at least one checkpoint (every 10 device minutes)
+    c.dev.power_cut()
+    time.sleep(0.5)
+    c.boot()
+    c.wait(r"session: record \d+: power-loss", timeout=60)
+
+
+def _play_day(world: World) -> None:
+    world.start(["charger-1", "charger-2"])
+    world.push_tariff(tou_tariff("evening-1", 0.30, 0.20), "tariff-1")
+    world.push_cards([POSTPAID, PREPAID, BLOCKED])
+    for c in world.chargers.values():
+        c.boot()
+        c.wait(r"tariff: tariff document version \d+ applied", timeout=60)
+    time.sleep(1.0)  # card lists in
+    tariff_ready = threading.Event()
+    errors: list[BaseException] = []
+
+    def guard(fn, *a):
+        try:
+            fn(*a)
+        except BaseException as exc:  # noqa: BLE001 - reported in the report
+            errors.append(exc)
+            tariff_ready.set()
+
+    threads = [threading.Thread(target=guard, args=(_charger_1, world)),
+               threading.Thread(target=guard, args=(_charger_2, world, tariff_ready))]
+    for t in threads:
+        t.start()
+    tariff_ready.wait(300)
+    if not errors:
+        world.push_tariff(tou_tariff("evening-2", 0.35, 0.25), "tariff-2")
+    for t in threads:
+        t.join(600)
+    if errors:
+        raise errors[0]
+
+
+def _play_short(world: World) -> None:
+    world.start(["charger-1"])
+    world.push_tariff(tou_tariff("evening-1", 0.30, 0.20), "tariff-1")
+    world.push_cards([POSTPAID])
+    c = world.chargers["charger-1"]
+    c.boot()
+    c.wait(r"tariff: tariff document version \d+ applied", timeout=60)
+    time.sleep(1.0)
+    c.tap(POSTPAID.uid, r"session: started .* auth=list")
+    charge_for(c, 10)
+    c.tap(POSTPAID.uid, r"session: record \d+: card")
+    power_cut(world, c)
+
+
+SCENARIOS = {"day": _play_day, "short": _play_short}
+
+
+def _synced(world: World, timeout: float = 90) -> dict[str, int]:
+    """Wait until every charger reports no pending records; return each one's last seq."""
+    last: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    for name, c in world.chargers.items():
+        while True:
+            m = None
+            for line in reversed(c.dev.lines[-50:]):
+                m = _STATUS.search(line)
+                if m:
+                    break
+            if m and m.group(4) == "0":
+                last[name] = int(m.group(3))
+                break
+            if time.monotonic() > deadline:
+                last[name] = int(m.group(3)) if m else -1
+                break
+            time.sleep(0.5)
+    return last
+
+
+def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
+    """Verify everything the backend stored against what crossed the wire; the report lines."""
+    from cryptography.hazmat.primitives import serialization
+
+    from backend.db import open_db
+    from backend.models import Anomaly, Card as CardRow, Session
+    from evc.verify import VerifyError, verify_record
+
+    problems: list[str] = []
+    last_seq = _synced(world)
+    time.sleep(1.0)  # the backend commits before it acks; the ack cleared `pending`
+    sessions = open_db(world.backend.db)
+    lines = [f"{'dev':<10} {'seq':>3} {'auth':<8} {'stop':<11} {'kWh':>7} {'EUR incl':>8} "
+             f"{'tariff':<12} {'signature':<9} flags"]
+    with sessions() as db:
+        rows = db.query(Session).order_by(Session.dev, Session.seq).all()
+        anomalies = db.query(Anomaly).all()
+        cards = {c.token: c for c in db.query(CardRow).all()}
+    keys = {n: serialization.load_pem_public_key(c.pubkey_pem.encode()) for n, c in world.chargers.items()}
+    previous: dict[str, object] = {}
+    by_dev: dict[str, list[int]] = {}
+    for r in rows:
+        try:
+            rec = verify_record(r.raw.encode(), keys[r.dev], previous.get(r.dev))
+            previous[r.dev] = rec
+            verdict = "verified"
+        except (VerifyError, KeyError) as exc:
+            verdict = "FAILED"
+            problems.append(f"{r.dev} seq {r.seq}: signature/chain check failed: {exc}")
+        by_dev.setdefault(r.dev, []).append(r.seq)
+        lines.append(f"{r.dev:<10} {r.seq:>3} {r.auth:<8} {r.stop_reason:<11} {r.energy_wh / 1000:7.3f} "
+                     f"{r.cost_incl / 100:8.2f} {r.tariff_id + '/' + str(r.tariff_ver)[-4:]:<12} {verdict:<9} {r.flags}")
+    for name, n in last_seq.items():
+        seqs = by_dev.get(name, [])
+        if n < 0:
+            problems.append(f"{name}: never reported status")
+        elif seqs != list(range(1, n + 1)):
+            problems.append(f"{name}: backend holds seqs {seqs}, device made 1..{n}")
+    wire = {}
+    for topic, payload in world.received:
+        dev = topic.split("/")[1]
+        seq = b64url_json(payload.split(b".")[1].decode())["seq"]
+        wire.setdefault(dev, set()).add(seq)
+    for name, seqs in by_dev.items():
+        if set(seqs) != wire.get(name, set()):
+            problems.append(f"{name}: records seen on the wire {sorted(wire.get(name, []))} differ from stored {seqs}")
+    for a in anomalies:
+        problems.append(f"anomaly {a.kind} dev={a.dev} seq={a.seq}: {a.detail[:120]}")
+    lines.append("")
+    lines.append("prepaid balances:")
+    for card in (PREPAID,):
+        tok = card_token(world.secret, card.uid)
+        row = cards.get(tok)
+        spent = sum(r.cost_incl for r in rows if r.token == tok and "void" not in r.flags)
+        charged = sum(r.charged for r in rows if r.token == tok)
+        if row is None:
+            problems.append(f"{card.label}: unknown to the backend")
+            continue
+        ok = row.balance == card.balance - spent and spent <= card.balance and charged == spent
+        lines.append(f"  {card.label}: opened {card.balance / 100:.2f}, charged {spent / 100:.2f}, "
+                     f"balance {row.balance / 100:.2f} EUR {'ok' if ok else 'MISMATCH'}")
+        if not ok:
+            problems.append(f"{card.label}: balance {row.balance} != {card.balance} - {spent} (charged {charged})")
+    lines.append(f"anomalies: {len(anomalies)}")
+    return not problems, lines + [f"PROBLEM: {p}" for p in problems]
+
+
+def play(work: Path, scenario: str, quiet: bool = False) -> int:
+    if scenario not in SCENARIOS:
+        print(f"sim: unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+        return 2
+    world = World(work, echo=not quiet)
+    t0 = time.monotonic()
+    failure = None
+    try:
+        with Live(world, quiet):
+            SCENARIOS[scenario](world)
+        ok, lines = report(world, quiet)
+    except Exception as exc:  # noqa: BLE001 - the report says what broke
+        failure = exc
+        ok, lines = False, [f"PROBLEM: scenario stopped: {exc!r}"]
+        for c in world.chargers.values():
+            if c.dev is not None:
+                lines += [f"--- {c.name} (last lines) ---", *c.dev.lines[-30:]]
+    finally:
+        _write_out(world, work)
+        world.stop()
+    print(f"\n== sim report: scenario {scenario}, {time.monotonic() - t0:.0f} s ==")
+    print("\n".join(lines))
+    print("sim: OK" if ok else "sim: FAILED")
+    if failure is not None and not quiet:
+        raise failure
+    return 0 if ok else 1
+
+
+def _write_out(world: World, work: Path) -> None:
+    """--out: the raw record messages as JSON lines and each device's public key (PEM)."""
+    with open(work / "records.jsonl", "w") as f:
+        for topic, payload in world.received:
+            f.write(json.dumps({"topic": topic, "payload": payload.decode()}) + "\n")
+    for name, c in world.chargers.items():
+        if c.pubkey_pem:
+            (work / f"{name}.pem").write_text(c.pubkey_pem)
+    if Path(world.backend.db).exists() and Path(world.backend.db).parent != work:
+        shutil.copy(world.backend.db, work / "backend.db")
