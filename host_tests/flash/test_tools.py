@@ -1,0 +1,171 @@
+"""provision, config get/set, status, logs, probes and export-journal through the board emulator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import serial
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tools import flash
+from tools.flashkit.device import Device, FlashError
+
+from .conftest import GOOD_CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def backend_key(tmp_path_factory) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path_factory.mktemp("backend") / "backend.pub.pem"
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def test_provision_the_board_makes_its_own_key(deployed, backend_key, tmp_path):
+    out = flash.provision(deployed.port, "cp-0042", backend_key, tmp_path / "keys")
+    pem = Path(out["pem_path"]).read_bytes()
+    public = serialization.load_pem_public_key(pem)
+    assert isinstance(public.curve, ec.SECP256R1)
+    cfg = flash.config_get(deployed.port, None)
+    assert cfg["device_id"] == "cp-0042" and cfg["backend_key"] == flash.checks.parse_public_key(backend_key.read_bytes())
+    # The private key stayed on the board: prove it by having the board sign and verifying here.
+    with Device(deployed.port) as dev:
+        root = dev.call("_evc_data_root()")
+        sig = dev.call(f"from crypto import keys\n_evc_say(keys.load({root + '/device.key'!r}).sign_raw(b'flash.py').hex())")
+    raw = bytes.fromhex(sig)
+    public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
+                  b"flash.py", ec.ECDSA(hashes.SHA256()))
+    # Provisioning again keeps the key: the backend has pinned it.
+    again = flash.provision(deployed.port, "cp-0042", backend_key, tmp_path / "keys2")
+    assert again["spki"] == out["spki"]
+    assert flash.status(deployed.port)["key"] is True
+
+
+def test_config_set_get_round_trip(deployed, capsys):
+    assert flash.main(["config", "set", "--port", deployed.port, "meter.unit=7", "tz=CET-1CEST,M3.5.0,M10.5.0/3",
+                       "auth.master_tokens=[\"00112233445566778899aabbccddeeff\"]"]) == 0
+    assert flash.config_get(deployed.port, "meter.unit") == 7
+    assert flash.config_get(deployed.port, "meter.url") == GOOD_CONFIG["meter"]["url"]  # untouched
+    assert flash.config_get(deployed.port, "auth.master_tokens") == ["00112233445566778899aabbccddeeff"]
+    assert flash.config_get(deployed.port, "meter.baud") == 9600  # a default, merged
+    capsys.readouterr()
+    before = (deployed.flash_dir / "evc" / "config.json").read_text()
+    assert flash.main(["config", "set", "--port", deployed.port, "meter.unit=300"]) == 2
+    assert "meter.unit" in capsys.readouterr().out
+    assert flash.main(["config", "set", "--port", deployed.port, "meter.colour=red"]) == 2
+    assert (deployed.flash_dir / "evc" / "config.json").read_text() == before  # nothing half-applied
+
+
+def _seed_journal(port: str, records: list[bytes], ack: int) -> None:
+    """The firmware's own journal, written on the board as the charger would."""
+    with Device(port) as dev:
+        code = f"""
+from journal.journal import Journal
+root = _evc_root()
+j = Journal(root + "/journal", max_bytes=64 * 1024, segment_bytes=16 * 1024)
+j.recover()
+for i, signed in enumerate({records!r}):
+    j.commit_record(j.next_seq(), b"payload %d" % i, signed)
+j.ack({ack})
+j.close()
+from app import log
+log.attach(root + "/log.txt")
+log.error("meter", "no answer from unit 1")
+"""
+        dev.exec(code)
+
+
+def test_status_and_export_journal(deployed, tmp_path):
+    records = [b"eyJhbGciOiJFUzI1NiJ9.eyJzZXEiOiAxfQ.sig%d" % i for i in range(1, 5)]
+    _seed_journal(deployed.port, records, ack=1)
+    st = flash.status(deployed.port)
+    assert st["board"] == "host" and st["device_id"] == "cp-0001" and st["fw"]
+    assert st["heap_free"] > 0 and st["flash"]["free"] > 0
+    assert st["journal"]["unacked"] == 3 and st["journal"]["last_seq"] == 4 and st["journal"]["first_unacked"] == 2
+    assert any("no answer from unit 1" in e for e in st["errors"])
+    assert any("no answer from unit 1" in line for line in flash.logs(deployed.port, 20))
+
+    meta = flash.export_journal(deployed.port, tmp_path / "export")
+    assert (meta["dev"], meta["first_seq"], meta["last_seq"], meta["count"]) == ("cp-0001", 2, 4, 3)
+    # the folder is what `python -m backend import DIR` reads: one JWS per line, # comments
+    from backend.importer import records_in
+
+    assert [jws for _path, jws in records_in(tmp_path / "export")] == [r.decode() for r in records[1:]]
+
+
+def test_export_of_an_empty_journal(deployed, tmp_path):
+    meta = flash.export_journal(deployed.port, tmp_path / "export")
+    assert meta["count"] == 0
+
+
+def test_meter_probe_runs_the_firmware_driver_on_the_board(deployed):
+    import struct
+
+    from host_tests.support.meter_peer import MeterPeer
+
+    def f32(x: float) -> int:
+        return struct.unpack(">I", struct.pack(">f", x))[0]
+
+    with MeterPeer("tcp") as peer:
+        peer.set((4, 0x0048, "f32"), f32(1234.5625))  # kWh
+        peer.set((4, 0x0034, "f32"), f32(11000.0))  # W
+        peer.set((3, 0xFC00, "u32"), 42)
+        flash.config_set(deployed.port, [f"meter.url={peer.url}", "meter.unit=1"])
+        result = flash.probe(deployed.port, "meter", 10)
+    assert result == {"energy_wh": 1234563, "power_w": 11000, "serial": "42", "model": "sdm630",
+                      "url": peer.url, "unit": 1}
+
+
+def test_nfc_probe_prints_the_token_not_the_uid(deployed):
+    from host_tests.support.pn532_emu import Pn532Emulator
+
+    with Pn532Emulator() as emu:
+        url = emu.serve_tcp()
+        emu.present(bytes.fromhex("04a1b2c3d4e5f6"))
+        flash.config_set(deployed.port, [f"nfc.url={url}"])
+        result = flash.probe(deployed.port, "nfc", 10)
+    assert result["uid_len"] == 7 and len(result["token"]) == 32 and "uid" not in result
+
+
+def test_no_device_on_the_port(tmp_path, capsys):
+    assert flash.main(["status", "--port", str(tmp_path / "ttyUSB9")]) == 1
+    assert "no device on" in capsys.readouterr().out
+
+
+def test_port_busy(emulator, capsys):
+    holder = serial.Serial(emulator.port, exclusive=True)
+    try:
+        assert flash.main(["status", "--port", emulator.port]) == 1
+        assert "is busy" in capsys.readouterr().out
+    finally:
+        holder.close()
+
+
+def test_wrong_micropython_version(emulator):
+    with pytest.raises(FlashError, match="wrong MicroPython version.*needs MicroPython 9.0.0 or newer"):
+        Device(emulator.port, min_version=(9, 0, 0)).open()
+
+
+def test_not_a_micropython_board(tmp_path):
+    import os
+    import tty
+
+    master, slave = os.openpty()  # a serial port where nothing answers
+    tty.setraw(slave)
+    try:
+        with pytest.raises(FlashError, match="does not answer with a MicroPython REPL.*install-micropython"):
+            Device(os.ttyname(slave)).open()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_maintenance_needs_an_esp32_board_layer(deployed, capsys):
+    assert flash.main(["maintenance", "status", "--port", deployed.port]) == 1
+    assert "no maintenance mode" in capsys.readouterr().out
