@@ -10,6 +10,8 @@
 # - durations come from the monotonic clock: a sample's time is start + elapsed, so setting the
 #   wall clock mid-session changes no bill;
 # - a prepaid session stops before the next interval could take it past the available balance.
+import gc
+
 from app import log
 from app.version import FW_VERSION
 from billing import record
@@ -52,6 +54,18 @@ class Session:
         self.checkpoint_mono = mono
         self.pricer = None
         self.step_cost = 0  # incl-VAT cost of the last interval: the projection for limits
+        # closing: the stop point once fixed; fields: the record's fields once priced;
+        # committed/booked: the record is journaled / the prepaid spend is in the ledger
+        self.closing = None
+        self.fields = None
+        self.committed = False
+        self.booked = False
+
+    def epoch_at(self, mono):
+        """Wall time of a monotonic instant: the start plus elapsed time, never before the start
+        (the start reading itself may be a little older than the start)."""
+        elapsed = mono - self.mono
+        return self.start_t + (elapsed // 1000 if elapsed > 0 else 0)
 
 
 def start_doc(token, decision, tariff, tariff_ver, t, tq, reading):
@@ -132,14 +146,14 @@ class Controller:
         s = self.session
         if self.state == FAULTED and s is None:
             self._set_state(IDLE)
-        if s is None or s.pricer is None:
-            return
+        if s is None or s.pricer is None or s.closing is not None:
+            return  # no session, or its stop point is fixed
         if reading.baseline != s.baseline:
             # the meter was swapped: no energy difference may span two meters
             self._request_stop("meter-fault")
             return
         now = reading.t_ms
-        epoch = s.start_t + (now - s.mono) // 1000
+        epoch = s.epoch_at(now)
         before = s.pricer.running_cost()[1]
         s.pricer.add_sample(epoch, reading.energy_wh, reading.power_w)
         after = s.pricer.running_cost()[1]
@@ -205,11 +219,12 @@ class Controller:
         if now - s.checkpoint_mono >= self.cfg["journal"]["checkpoint_s"] * 1000:
             s.checkpoint_mono = now
             excl, incl = s.pricer.running_cost()
-            t = s.start_t + (s.last_mono - s.mono) // 1000
+            t = s.epoch_at(s.last_mono)
             self.journal.checkpoint(s.sid, {"t": t, "wh": s.last_wh, "cost": incl})
 
     # ---- start --------------------------------------------------------------------------
     async def _try_start(self, token):
+        before = self.state
         self._set_state(AUTHORIZING)
         try:
             epoch, tq = clock.now()
@@ -245,6 +260,12 @@ class Controller:
             doc = start_doc(token, decision, tariff, tset.ver, epoch, tq, reading)
             s = Session(sid, doc, tariff, reading.baseline, mono)
             s.pricer = Pricer(tariff, tset.tz, epoch, reading.energy_wh, tq, self.s_cfg["unplug_power_w"])
+            if s.available is not None and s.pricer.running_cost()[1] >= s.available:
+                # the session fee alone would take the prepaid balance past zero
+                log.info("session", "card rejected: balance")
+                self._feedback("rejected")
+                self.on_event("rejected", {"token": token, "reason": "balance"})
+                return
             self.journal.open_session(sid, doc)  # on flash before the relay closes
             self.session = s
             self._stop_request = None
@@ -254,7 +275,8 @@ class Controller:
             self._set_state(CHARGING)
         finally:
             if self.session is None and self.state == AUTHORIZING:
-                self._set_state(IDLE)
+                # a refused tap does not clear a meter fault: the meter does (on_reading)
+                self._set_state(FAULTED if before == FAULTED and self.meter.fresh() is None else IDLE)
 
     # ---- stop ---------------------------------------------------------------------------
     async def stop(self, reason):
@@ -263,31 +285,52 @@ class Controller:
             return
         self.relay.off()
         self._set_state(FINISHING)
-        flags = []
-        reading = self.meter.fresh()
-        if reason == "meter-fault" or reading is None or reading.baseline != s.baseline:
-            stop_wh, stop_mono = s.last_wh, s.last_mono  # never bill stale or other-meter energy
-            if "meter-fault" not in flags:
+        if s.closing is None:
+            # The stop point is fixed once: a retry after a failed close (flash, memory) bills the same.
+            self._stop_request = reason  # the next tick retries when closing fails
+            flags = []
+            reading = self.meter.fresh()
+            if reason == "meter-fault" or reading is None or reading.baseline != s.baseline:
+                stop_wh, stop_mono = s.last_wh, s.last_mono  # never bill stale or other-meter energy
                 flags.append("meter-fault")
-        else:
-            stop_wh, stop_mono = reading.energy_wh, reading.t_ms
-        stop_t = s.start_t + (stop_mono - s.mono) // 1000
-        _, stop_tq = clock.now()
-        self._close(s, reason, stop_t, stop_tq, stop_wh, flags)
+            else:
+                stop_wh, stop_mono = reading.energy_wh, reading.t_ms
+            _, stop_tq = clock.now()
+            s.closing = (reason, s.epoch_at(stop_mono), stop_tq, stop_wh, flags)
+        self._close(s, *s.closing)
         self.session = None
         self._stop_request = None
         self._feedback("stopped")
         self._set_state(IDLE)
 
     def _close(self, s, reason, stop_t, stop_tq, stop_wh, flags):
+        """Price, sign and journal the record of s. Safe to call again after it raised."""
+        f = s.fields
+        if f is None:
+            f = s.fields = self._record_fields(s, reason, stop_t, stop_tq, stop_wh, flags)
+        seq = f["seq"]
+        if not s.committed:
+            gc.collect()  # sealing builds strings of a few KB: give it the largest free blocks
+            payload, signed = record.seal(self.key, f)
+            self.journal.commit_record(seq, payload, signed, s.sid)
+            s.committed = True
+        if s.available is not None and self.ledger is not None and not s.booked:
+            self.ledger.record(s.token, seq, f["charged"])
+            s.booked = True
+        cost = f["cost"]
+        log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) flags=%s"
+                 % (seq, reason, f["stop"]["wh"] - f["start"]["wh"], cost["incl"], cost["currency"], s.sid,
+                    ",".join(f["flags"])))
+        self.on_record(seq)
+
+    def _record_fields(self, s, reason, stop_t, stop_tq, stop_wh, flags):
         cost = s.pricer.finish(stop_t, stop_wh, 0 if reason == "power-loss" else None)
-        for f in cost.get("flags", ()):
-            if f not in flags:
-                flags.append(f)
-        energy = stop_wh - s.start_wh
+        for flag in cost.get("flags", ()):
+            if flag not in flags:
+                flags.append(flag)
         lines = cost["lines"]
         excl, incl = cost["excl"], cost["incl"]
-        if energy < self.s_cfg["min_energy_wh"]:
+        if stop_wh - s.start_wh < self.s_cfg["min_energy_wh"]:
             flags.append("void")
             excl = incl = 0
             lines = []
@@ -302,14 +345,7 @@ class Controller:
         }
         if s.available is not None:
             fields["charged"] = min(incl, max(0, s.available))  # what the prepaid balance pays
-        payload, signed = record.seal(self.key, fields)
-        seq = fields["seq"]
-        self.journal.commit_record(seq, payload, signed, s.sid)
-        if s.available is not None and self.ledger is not None:
-            self.ledger.record(s.token, seq, fields["charged"])
-        log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) flags=%s"
-                 % (seq, reason, energy, incl, cost["currency"], s.sid, ",".join(flags)))
-        self.on_record(seq)
+        return fields
 
     # ---- boot recovery ------------------------------------------------------------------
     def recover(self, open_sessions, reading):

@@ -57,12 +57,15 @@ class Supervisor:
     async def _guard(self, t):
         backoff = _BACKOFF_MIN_MS
         while True:
+            began = clock.monotonic_ms()
             try:
                 await t.factory()
                 log.warn("sup", "task %s returned; restarting" % t.name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a crashed task must never take the charger down
+                if clock.monotonic_ms() - began >= _BACKOFF_MAX_MS:
+                    backoff = _BACKOFF_MIN_MS  # it ran well for a while: a rare crash, not a crash loop
                 log.exception("sup", exc)
                 log.error("sup", "task %s crashed; restart %d in %d ms" % (t.name, t.restarts + 1, backoff))
             t.restarts += 1

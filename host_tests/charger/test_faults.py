@@ -29,6 +29,8 @@ def test_meter_going_silent_stops_without_billing_stale_energy(charger):
     assert m.group(2) == "meter-fault"
     assert c.relay() == 0
     c.wait_for(r"state idle -> faulted", timeout=10)
+    c.tap(ALICE, r'event: refused .*"reason": "meter-fault"')  # no session without a live meter
+    assert c.relay() == 0
     c.ev.speak()
     c.wait_for(r"state faulted -> idle", timeout=10)
     c.stop()

@@ -119,8 +119,10 @@ def test_prepaid_card_stops_before_the_balance_runs_out(charger):
     balance = 500
     c = charger(config={"auth": {"prepaid_min": 100}})
     # 10 EUR/kWh + 20 % VAT: the 500 cent balance lasts about 417 Wh, about 4 s at 360 kW
-    c.seed(tariff=compile_doc(flat_tariff("10.00", flat=None)),
-           authlist=[authlist_doc([accepted(ALICE, balance=balance, bal_seq=0, contract="PRE")])])
+    # BOB's contract has its own tariff, whose 2 EUR session fee alone is more than his balance
+    c.seed(tariff=compile_doc(flat_tariff("10.00", flat=None), {"FEE": flat_tariff(flat="2.00", tid="T-FEE")}),
+           authlist=[authlist_doc([accepted(ALICE, balance=balance, bal_seq=0, contract="PRE"),
+                                   accepted(BOB, balance=150, bal_seq=0, contract="FEE")])])
     c.boot()
     c.tap(ALICE, STARTED)
     m = c.wait_for(RECORD, timeout=20)
@@ -128,6 +130,8 @@ def test_prepaid_card_stops_before_the_balance_runs_out(charger):
     assert c.relay() == 0
     # what is left is below the minimum to start: refused, no new session
     c.tap(ALICE, r"card rejected: balance$")
+    c.tap(BOB, r"card rejected: balance$")
+    assert c.relay() == 0
     c.stop()
     (rec,) = c.records()
     f = rec.fields
@@ -140,7 +144,8 @@ def test_prepaid_card_stops_before_the_balance_runs_out(charger):
 
 
 def test_void_session_is_recorded_with_cost_zero(charger):
-    c = charger(config={"session": {"min_energy_wh": 100000}})
+    # slow meter polls: the stop comes before any reading newer than the start reading
+    c = charger(config={"session": {"min_energy_wh": 100000}, "meter": {"poll_ms": 4000, "max_age_ms": 10000}})
     c.seed(tariff=compile_doc(flat_tariff()), authlist=[authlist_doc([accepted(ALICE)])])
     c.boot()
     c.tap(ALICE, STARTED)
