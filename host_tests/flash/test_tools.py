@@ -116,7 +116,7 @@ def test_meter_probe_runs_the_firmware_driver_on_the_board(deployed):
         peer.set((4, 0x0048, "f32"), f32(1234.5625))  # kWh
         peer.set((4, 0x0034, "f32"), f32(11000.0))  # W
         peer.set((3, 0xFC00, "u32"), 42)
-        flash.config_set(deployed.port, [f"meter.url={peer.url}", "meter.unit=1"])
+        flash.config_set(deployed.port, [f"meter.url={peer.url}", "meter.unit=1", "meter.timeout_ms=1000"])
         result = flash.probe(deployed.port, "meter", 10)
     assert result == {"energy_wh": 1234563, "power_w": 11000, "serial": "42", "model": "sdm630",
                       "url": peer.url, "unit": 1}
