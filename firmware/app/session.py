@@ -55,7 +55,7 @@ class Session:
         self.pricer = None
         self.step_cost = 0  # incl-VAT cost of the last interval: the projection for limits
         # closing: the stop point once fixed; fields: the record's fields once priced;
-        # committed/booked: the record is journaled / the prepaid spend is in the ledger
+        # committed/booked: the record is journaled / the prepaid spend is in the ledger (before it)
         self.closing = None
         self.fields = None
         self.committed = False
@@ -312,11 +312,13 @@ class Controller:
         if not s.committed:
             gc.collect()  # sealing builds strings of a few KB: give it the largest free blocks
             payload, signed = record.seal(self.key, f)
+            if s.available is not None and self.ledger is not None and not s.booked:
+                # booked first: a power cut before the commit re-closes the session under this
+                # seq at boot, and that booking replaces this one (never a spend lost)
+                self.ledger.record(s.token, seq, f["charged"])
+                s.booked = True
             self.journal.commit_record(seq, payload, signed, s.sid)
             s.committed = True
-        if s.available is not None and self.ledger is not None and not s.booked:
-            self.ledger.record(s.token, seq, f["charged"])
-            s.booked = True
         cost = f["cost"]
         log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) flags=%s"
                  % (seq, reason, f["stop"]["wh"] - f["start"]["wh"], cost["incl"], cost["currency"], s.sid,

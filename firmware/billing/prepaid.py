@@ -5,6 +5,9 @@
 # session it closes, so available = balance - charges of this token with seq > bal_seq.
 # 24-byte entries in one file; the scan is bounded by the number of prepaid sessions not yet
 # folded into a list the backend pushed, and compact() drops the ones it has.
+# A spend is booked just before its record is journaled, so a power cut between the two costs
+# the driver nothing he did not get: the session is closed again at boot under the same seq,
+# and a later entry for the same seq replaces the earlier one.
 import os
 import struct
 
@@ -40,9 +43,13 @@ class Ledger:
     def spent_since(self, token, bal_seq):
         key = token_bytes(token)
         total = 0
+        last_seq = last = 0
         for tok, seq, charged in self._entries():
             if tok == key and seq > bal_seq:
+                if seq == last_seq:
+                    total -= last  # booked again for the same record: the later charge replaces it
                 total += charged
+                last_seq, last = seq, charged
         return total
 
     def record(self, token, seq, charged):

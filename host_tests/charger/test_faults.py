@@ -6,6 +6,7 @@ import time
 
 from evc.tariff import compile_doc
 from host_tests.charger.rig import authlist_doc, dump, flat_tariff, token
+from host_tests.support.flashfs import run_on_flash
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 STARTED = r"session: started "
@@ -44,7 +45,9 @@ def test_meter_going_silent_stops_without_billing_stale_energy(charger):
 def test_power_cut_mid_session_is_recovered_with_power_loss(charger):
     # device time runs 5x: a checkpoint (5 s device time) lands every second
     c = charger(speed=5, config={"journal": {"checkpoint_s": 5}})
-    _seed(c)
+    balance = 100000  # a prepaid card: the spend of the recovered session is booked too
+    c.seed(tariff=compile_doc(flat_tariff()),
+           authlist=[authlist_doc([{"token": token(ALICE), "status": "accepted", "balance": balance}])])
     c.boot()
     c.tap(ALICE, STARTED)
     time.sleep(3.0)
@@ -67,6 +70,12 @@ def test_power_cut_mid_session_is_recovered_with_power_loss(charger):
     assert cut_wh <= f["stop"]["wh"] <= second.fields["start"]["wh"]
     assert f["stop"]["t"] > f["start"]["t"], "stop time is the last checkpoint's"
     assert second.fields["stop"]["reason"] == "card" and second.fields["flags"] == []
+    assert f["charged"] == f["cost"]["incl"] > 0 and second.fields["charged"] == second.fields["cost"]["incl"]
+    spent = run_on_flash(c.root, f"""
+from billing.prepaid import Ledger
+emit(Ledger(ROOT + "/auth/spent.bin").spent_since("{token(ALICE)}", 0))
+""").value
+    assert spent == f["charged"] + second.fields["charged"]
 
 
 def test_journal_full_refuses_new_sessions_and_loses_nothing(charger):
