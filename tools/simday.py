@@ -114,12 +114,13 @@ def power_cut(world: World, c) -> None:
 
 def _play_day(world: World) -> None:
     world.start(["charger-1", "charger-2"])
-    world.push_tariff(tou_tariff("evening-1", 0.30, 0.20), "tariff-1")
-    world.push_cards([POSTPAID, PREPAID, BLOCKED])
+    world.push_tariff(tou_tariff("evening-1", 0.30, 0.20), "tariff-1")  # retained: waits for the chargers
     for c in world.chargers.values():
         c.boot()
         c.wait(r"tariff: tariff document version \d+ applied", timeout=60)
-    time.sleep(1.0)  # card lists in
+    world.push_cards([POSTPAID, PREPAID, BLOCKED])  # card lists are not retained: push to connected chargers
+    for c in world.chargers.values():
+        c.wait(r"down: authlist ver \d+ applied", timeout=60)
     tariff_ready = threading.Event()
     errors: list[BaseException] = []
 
@@ -146,11 +147,11 @@ def _play_day(world: World) -> None:
 def _play_short(world: World) -> None:
     world.start(["charger-1"])
     world.push_tariff(tou_tariff("evening-1", 0.30, 0.20), "tariff-1")
-    world.push_cards([POSTPAID])
     c = world.chargers["charger-1"]
     c.boot()
     c.wait(r"tariff: tariff document version \d+ applied", timeout=60)
-    time.sleep(1.0)
+    world.push_cards([POSTPAID])
+    c.wait(r"down: authlist ver \d+ applied", timeout=60)
     c.tap(POSTPAID.uid, r"session: started .* auth=list")
     charge_for(c, 10)
     c.tap(POSTPAID.uid, r"session: record \d+: card")
@@ -231,7 +232,7 @@ def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
         problems.append(f"anomaly {a.kind} dev={a.dev} seq={a.seq}: {a.detail[:120]}")
     lines.append("")
     lines.append("prepaid balances:")
-    for card in (PREPAID,):
+    for card in [c for c in world.cards if c.balance is not None]:
         tok = card_token(world.secret, card.uid)
         row = cards.get(tok)
         spent = sum(r.cost_incl for r in rows if r.token == tok and "void" not in r.flags)

@@ -198,6 +198,7 @@ class World:
     offset: int = 0
     secret: str = ""
     backend_key: str = ""
+    cards: list = field(default_factory=list)  # every card pushed to the backend
 
     def say(self, text: str) -> None:
         if self.echo:
@@ -232,6 +233,7 @@ class World:
         self._observer = client
 
     def push_cards(self, cards: list[Card]) -> None:
+        self.cards = list(cards)
         csv_path = self.work / "cards.csv"
         rows = ["uid,status,contract,balance"]
         rows += [f"{c.uid.hex().upper()},{c.status},{c.contract},{'' if c.balance is None else c.balance}" for c in cards]

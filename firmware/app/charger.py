@@ -1,5 +1,6 @@
 # The composition root: builds the charger from config and runs its tasks under the
 # supervisor. Nothing else knows how the parts are wired; each part takes plain arguments.
+import gc
 import json
 import os
 
@@ -175,10 +176,6 @@ async def run(cfg, dev, watchdog, root=None):
                      pins.get("plug"), ledger, on_event=event,
                      on_record=lambda seq: uplink.kick() if uplink is not None else None)
 
-    if report.open_sessions:
-        reading = await _first_reading(meter)
-        ctl.recover(report.open_sessions, reading)
-
     def status():
         # the uplink adds seq, acked, pending, journal use and the time
         out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": key.public_hex()}
@@ -205,6 +202,12 @@ async def run(cfg, dev, watchdog, root=None):
     uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
+    # (built before recovery: its buffers are the largest, allocate them while the heap is whole)
+
+    if report.open_sessions:
+        reading = await _first_reading(meter)
+        ctl.recover(report.open_sessions, reading)
+        gc.collect()
 
     async def meter_task():
         faults = 0
