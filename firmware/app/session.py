@@ -9,7 +9,9 @@
 #   (a silent meter stops it at the last good reading, flagged meter-fault);
 # - durations come from the monotonic clock: a sample's time is start + elapsed, so setting the
 #   wall clock mid-session changes no bill;
-# - a prepaid session stops before the next interval could take it past the available balance.
+# - a prepaid session stops before the next interval could take it past the available balance;
+#   on any limit the relay opens at once, the record follows at the next tick;
+# - a close that fails half-way (heap, flash) is retried with the stop point fixed the first time.
 import gc
 
 from app import log
