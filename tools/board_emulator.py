@@ -225,9 +225,9 @@ class BoardEmulator:
     def stop(self) -> None:
         self._stop.set()
         self._events.put(("stop",))
-        self._kill_agent()
-        for thread in self._threads:
+        for thread in self._threads:  # the board loop first: nothing may touch the agent after this
             thread.join(timeout=5)
+        self._kill_agent()
         for fd in (self._master, self._slave):
             try:
                 os.close(fd)
@@ -287,8 +287,9 @@ class BoardEmulator:
             self._events.put(("out", gen, data))
 
     def _send(self, kind: bytes, code: bytes) -> None:
-        assert self._agent and self._agent.stdin
         self._busy = True
+        if self._agent is None or self._agent.stdin is None:
+            return
         try:
             self._agent.stdin.write(kind + len(code).to_bytes(4, "little") + code)
         except (BrokenPipeError, ValueError):
@@ -340,16 +341,24 @@ class BoardEmulator:
             kind = event[0]
             if kind == "stop":
                 return
-            if kind == "in":
-                self._input(event[1])
-            elif kind == "out" and event[1] == self._gen:
-                self._output(event[2])
-            elif kind == "exit" and event[1] == self._gen and not self._stop.is_set():
-                self.resets["hard"] += 1  # the running code reset the board (or crashed it)
-                self._kill_agent()
-                self._line.clear()
-                self._start_agent("hard")
+            try:
+                self._handle(event)
+            except Exception as exc:  # a broken board must not silently stop answering
+                sys.stderr.write(f"board emulator: {type(exc).__name__}: {exc}\n")
             self._flush()
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "in":
+            self._input(event[1])
+        elif kind == "out" and event[1] == self._gen:
+            self._output(event[2])
+        elif kind == "exit" and event[1] == self._gen and not self._stop.is_set():
+            self.resets["hard"] += 1  # the running code reset the board (or crashed it)
+            self._kill_agent()
+            self._line.clear()
+            self._paste = None
+            self._start_agent("hard")
 
     def _output(self, data: bytes) -> None:
         data = self._carry + data
@@ -363,7 +372,7 @@ class BoardEmulator:
             data = data[at + len(marker):]
             if marker is RUN:
                 self._in_user = True
-                if self._interrupt:
+                if self._interrupt and self._agent is not None:
                     self._interrupt = False
                     self._agent.send_signal(signal.SIGINT)
             else:
@@ -384,7 +393,7 @@ class BoardEmulator:
     def _input(self, data: bytes) -> None:
         for i, byte in enumerate(data):
             if self._busy:
-                if byte == 0x03 and self._agent and self._agent.poll() is None:
+                if byte == 0x03 and self._agent is not None and self._agent.poll() is None:
                     if self._in_user:
                         self._agent.send_signal(signal.SIGINT)  # KeyboardInterrupt in the running code
                     else:
