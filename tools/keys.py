@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from host_tests.support import mpy  # noqa: E402
 
-DEFAULT_KEY_PATH = "keys/device.key"  # on the device's flash
+DEFAULT_KEY_PATH = "device.key"  # on the device's flash data root (config key_path, flash.py provision)
 _BLOCK = 4096
 
 _EXPORT = """

@@ -136,7 +136,7 @@ class SimCharger:
         """As `tools/flash.py provision` does: the device makes its key; the backend registers it."""
         got = run_on_flash(self.root, """
 from crypto import keys
-k = keys.load_or_create(ROOT + "/keys/device.key")
+k = keys.load_or_create(ROOT + "/device.key")
 emit(k.public_pem())
 """).value
         self.pubkey_pem = got

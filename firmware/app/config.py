@@ -51,7 +51,7 @@ DEFAULTS = {
         "max_doc_bytes": 16384,  # larger downlink documents are dropped unread and reported
     },
     "backend_key": None,  # hex SubjectPublicKeyInfo DER of the backend's P-256 key
-    "key_path": "keys/device.key",  # the device's private key, relative to the flash root; never published
+    "key_path": "device.key",  # the private key, relative to the flash data root (where flash.py provision makes it); never published
     "session": {
         "min_energy_wh": 10,  # below this a session is void
         "unplug_power_w": 50,

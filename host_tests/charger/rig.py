@@ -63,6 +63,7 @@ class Charger:
         self.power_w = power_w
         self.plug_pin = plug_pin
         self.start_wh = start_wh
+        self.heap = ESP32_HEAP  # bench/heap.py bisects this
         self.meter: MeterPeer | None = None
         self.nfc: Pn532Emulator | None = None
         self.ev: EV | None = None
@@ -101,7 +102,7 @@ class Charger:
         env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed)}
         if self.speed > 1:
             env["EVC_CLOCK_SPEED"] = str(self.speed)
-        self.dev = DeviceProcess(self.root, self.config, heap=ESP32_HEAP, env=env, name=self.name)
+        self.dev = DeviceProcess(self.root, self.config, heap=self.heap, env=env, name=self.name)
         self.dev.start()
         self.boots += 1
         self.dev.wait_for(r"charger: ready", timeout=60)
@@ -180,7 +181,7 @@ j = Journal(ROOT + "/journal", max_bytes={max_bytes}, segment_bytes=min(32 * 102
 j.recover()
 emit({{"records": [[seq, signed.decode()] for seq, signed in j.pending()], "open": j.open_sessions(),
        "next": j.next_seq()}})
-with open(ROOT + "/keys/device.key.pub", "rb") as f:
+with open(ROOT + "/device.key.pub", "rb") as f:
     emit(f.read().hex())
 """, heap="8m").results
 

@@ -49,7 +49,7 @@ class MeterStandIn:
         return self.last
 
 
-base = keys.load_or_create(root + "/keys/device.key")
+base = keys.load_or_create(root + "/device.key")
 key = FlakyKey(base._priv)
 al = AuthList(root + "/auth")
 al.apply({"ver": 1, "full": True, "entries": [{"token": TOKEN, "status": "accepted"}]})
@@ -78,7 +78,7 @@ async def main():
     await ctl.tick()  # retries the close
     out["after_tick"] = [ctl.state, relay.value(), journal.next_seq()]
     out["records"] = [s.decode() for _, s in journal.pending()]
-    with open(root + "/keys/device.key.pub", "rb") as f:
+    with open(root + "/device.key.pub", "rb") as f:
         out["pub"] = f.read().hex()
     emit(out)
 

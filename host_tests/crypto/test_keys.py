@@ -27,13 +27,13 @@ from crypto import keys
 
 def test_key_created_on_first_boot_and_kept(mpy, tmp_path):
     first = boot(mpy, tmp_path, """
-key = keys.load_or_create(mnt + "/keys/device.key")
+key = keys.load_or_create(mnt + "/device.key")
 emit([key.public_hex(), key.sign_raw(b"hello").hex()])
 """).value
     second = boot(mpy, tmp_path, """
 import os
-key = keys.load_or_create(mnt + "/keys/device.key")
-emit([key.public_hex(), sorted(os.listdir(mnt + "/keys"))])
+key = keys.load_or_create(mnt + "/device.key")
+emit([key.public_hex(), sorted(n for n in os.listdir(mnt) if n.startswith("device.key"))])
 """).value
     assert second == [first[0], ["device.key", "device.key.pub"]]
     pub = serialization.load_der_public_key(bytes.fromhex(first[0]))
@@ -44,7 +44,7 @@ emit([key.public_hex(), sorted(os.listdir(mnt + "/keys"))])
 
 def test_damaged_key_is_an_error_not_a_new_key(mpy, tmp_path):
     res = boot(mpy, tmp_path, """
-p = mnt + "/keys/device.key"
+p = mnt + "/device.key"
 keys.load_or_create(p)
 out = []
 try:
@@ -73,7 +73,7 @@ emit(out)
 def test_missing_pub_file_is_rewritten(mpy, tmp_path):
     res = boot(mpy, tmp_path, """
 import os
-p = mnt + "/keys/device.key"
+p = mnt + "/device.key"
 a = keys.load_or_create(p).public_hex()
 os.remove(p + ".pub")
 b = keys.load_or_create(p).public_hex()
@@ -90,7 +90,7 @@ def test_tool_exports_what_the_device_created(mpy, tmp_path):
     with pytest.raises(keytool.KeyToolError, match="no device key"):
         keytool.export(tmp_path)
     created = keytool.create(tmp_path)
-    device_hex = boot(mpy, tmp_path, 'emit(keys.load_or_create(mnt + "/keys/device.key").public_hex())').value
+    device_hex = boot(mpy, tmp_path, 'emit(keys.load_or_create(mnt + "/device.key").public_hex())').value
     assert keytool.encode(keytool.export(tmp_path), "hex").decode().strip() == device_hex
     assert keytool.encode(created, "hex").decode().strip() == device_hex
     out = tmp_path / "device.pem"
