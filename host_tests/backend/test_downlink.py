@@ -104,7 +104,10 @@ def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path, m
     csv = tmp_path / "big.csv"
     csv.write_text("token\n" + "".join("%032x\n" % (i * 7919 + 1) for i in range(1203)) + "".join(t + "\n" for t in TOKENS))
     msgs = down.authlist("evc-a1", list(read_csv(csv, None)), False, lambda m: None)
-    assert [(body(m[1])["part"], body(m[1])["parts"]) for m in msgs] == [(0, 3), (1, 3), (2, 3)]
+    from backend.downlink import LIST_CHUNK
+
+    parts = -(-1207 // LIST_CHUNK)
+    assert [(body(m[1])["part"], body(m[1])["parts"]) for m in msgs] == [(i, parts) for i in range(parts)]
     state = firmware_apply(mpy, tmp_path, keys, [m[1] for m in msgs])
     assert state["count"] == 1207 and state["entries"][TOKENS[3]]["status"] == "accepted"
 
