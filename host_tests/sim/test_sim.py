@@ -20,8 +20,8 @@ def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path
         simday._play_short(world)
         ok, lines = simday.report(world, quiet=True)
         assert ok, "\n".join(lines)
-        assert sum(" verified " in line for line in lines) == 2  # the card stop and the power-loss record
-        assert any("power-loss" in line for line in lines)
+        assert sum(" verified " in line for line in lines) == 3  # card stop, power loss, remote stop
+        assert any("power-loss" in line for line in lines) and any(" remote " in line for line in lines)
 
         sessions = open_db(world.backend.db)
         with sessions.begin() as db:  # a record whose signature no longer matches its bytes
@@ -33,7 +33,7 @@ def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path
         with sessions.begin() as db:  # a record lost by the backend
             db.execute(delete(Session).where(Session.seq == 1))
         ok, lines = simday.report(world, quiet=True)
-        assert not ok and any("backend holds seqs [2], device made 1..2" in line for line in lines), "\n".join(lines)
+        assert not ok and any("backend holds seqs [2, 3], device made 1..3" in line for line in lines), "\n".join(lines)
     finally:
         world.stop()
 
@@ -44,6 +44,6 @@ def test_sim_cli_writes_out_dir_and_exits_zero(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "sim: OK" in proc.stdout
-    assert (out / "records.jsonl").read_text().count('"topic"') >= 2
+    assert (out / "records.jsonl").read_text().count('"topic"') >= 3
     assert (out / "charger-1.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert (out / "backend.db").stat().st_size > 0
