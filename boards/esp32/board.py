@@ -202,6 +202,11 @@ def spi(field, baudrate=1000000):
     return bus, machine.Pin(conf["cs"], machine.Pin.OUT, value=1)
 
 
+def open_spi(name):
+    """The board interface firmware/nfc uses for an MFRC522: nfc.url names the board's SPI device."""
+    return spi(name)
+
+
 def lan():
     """Bring up the board's wired Ethernet (network.LAN), or None when it has none."""
     eth = SPEC.get("eth")
