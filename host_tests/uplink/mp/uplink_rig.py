@@ -107,8 +107,28 @@ def journal_store(spec, dev):
     return j
 
 
+_KEY = None  # spec "priv": records are real, signed and chained (for the reference backend)
+
+
+def real_record(store, dev, seq):
+    from billing import record
+
+    wh = 1000000 + seq * 7000
+    fields = {"dev": dev, "seq": seq, "prev": store.prev_hash(), "token": "%032x" % seq, "auth": "list",
+              "contract": None, "tariff": {"id": "T1", "ver": 1},
+              "start": {"t": 1790000000 + seq * 3600, "tq": "S", "wh": wh},
+              "stop": {"t": 1790000000 + seq * 3600 + 1800, "tq": "S", "wh": wh + 7000, "reason": "card"},
+              "meter": {"model": "sdm630", "serial": "21000042"},
+              "cost": {"currency": "EUR", "excl": 277, "incl": 330, "lines": []}, "flags": [], "fw": "bench"}
+    return record.seal(_KEY, fields)
+
+
 def commit(store, dev, size):
     seq = store.next_seq()
+    if _KEY is not None:
+        payload, signed = real_record(store, dev, seq)
+        store.commit_record(seq, payload, signed)
+        return seq
     signed = fake_record(dev, seq, size)
     if isinstance(store, RamStore):
         store.append()
@@ -118,6 +138,11 @@ def commit(store, dev, size):
 
 
 def make_store(spec, dev):
+    global _KEY
+    if spec.get("priv"):
+        from crypto.keys import Key
+
+        _KEY = Key(int(spec["priv"], 16))
     kind = spec.get("store", "ram")
     if kind == "ram":
         return RamStore(dev, spec.get("prefill", spec.get("records", 0)), spec.get("size", 900))
