@@ -12,6 +12,7 @@ from micropython import const
 from billing.authlist import STATUSES, token_bytes
 
 _SLOT = const(24)
+_CHUNK_SLOTS = const(32)  # lookups read 768 bytes at a time into one buffer
 _FORMAT = "<16sB3xI"
 _EMPTY = b"\x00" * 16
 
@@ -21,6 +22,7 @@ class AuthCache:
         self.path = path
         self.size = size
         self._buf = bytearray(_SLOT)
+        self._chunk = bytearray(_SLOT * _CHUNK_SLOTS)
         try:
             length = os.stat(path)[6]
         except OSError:
@@ -46,18 +48,31 @@ class AuthCache:
                     victim, victim_rank = i, rank
         return found, victim
 
+    def _find(self, key):
+        """Slot index of key, or None; searches chunks in place (a tap must not churn the heap)."""
+        chunk = self._chunk
+        with open(self.path, "rb") as f:
+            base = 0
+            while base < self.size:
+                n = f.readinto(chunk)
+                if not n:
+                    return None
+                at = chunk.find(key)
+                while 0 <= at < n:
+                    if at % _SLOT == 0:
+                        return base + at // _SLOT
+                    at = chunk.find(key, at + 1)
+                base += _CHUNK_SLOTS
+        return None
+
     def lookup(self, token):
         """Status string of a cached token, or None."""
         if not self.size:
             return None
-        key = token_bytes(token)
-        found, _ = self._scan(key)
+        found = self._find(token_bytes(token))
         if found is None:
             return None
-        with open(self.path, "rb") as f:
-            f.seek(found * _SLOT)
-            f.readinto(self._buf)
-        _, status, _ = struct.unpack(_FORMAT, self._buf)
+        status = self._chunk[(found % _CHUNK_SLOTS) * _SLOT + 16]
         return STATUSES[status] if status < len(STATUSES) else "invalid"
 
     def put(self, token, status, now):

@@ -162,3 +162,16 @@ emit([led.spent_since("{tok(1)}", 0), led.spent_since("{tok(1)}", 3), led.spent_
 """
     ).value
     assert got[:3] == [650, 250, 0] and "non-negative" in got[3]
+
+
+def test_cache_lookup_across_many_chunks(run):
+    got = run(
+        """
+c = AuthCache(ROOT + "/cache.bin", size=100)
+for i in range(90):
+    c.put(tok(i), "accepted" if i % 3 else "blocked", 1000 + i)
+emit([c.lookup(tok(i)) for i in range(95)])
+"""
+    ).value
+    assert got[:90] == [("accepted" if i % 3 else "blocked") for i in range(90)]
+    assert got[90:] == [None] * 5
