@@ -101,8 +101,11 @@ class Backend:
         out = self.cli("keys", "show")
         return json.loads(out[out.index("{"):])
 
-    def serve(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--db", self.db, "--gap-grace", "600"],
+    def serve(self, shared: bool = True) -> None:
+        # amqtt does not route MQTT shared subscriptions ($share/...); one worker needs none
+        extra = [] if shared else ["--no-share"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--db", self.db, "--gap-grace", "600",
+                                      *extra],
                                      env=self.env, cwd=str(REPO), stdout=subprocess.DEVNULL,
                                      stderr=None if self.echo else subprocess.DEVNULL)
 
@@ -211,7 +214,8 @@ class World:
         self.secret, self.backend_key = keys["site_secret"], keys["backend_key"]
         self.offset = evening_offset(time.time(), (21, 40))
         self._listen()
-        self.backend.serve()
+        self.backend.serve(shared=self.broker.kind == "mosquitto")
+        self.say(f"broker: {self.broker.kind} on {self.broker.url}; backend on SQLite")
         for name in names:
             self.chargers[name] = SimCharger(self, name, power_w)
             self.chargers[name].provision()
