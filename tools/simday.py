@@ -210,6 +210,9 @@ def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
     from backend.models import Anomaly, Card as CardRow, Session
     from evc.verify import VerifyError, verify_record
 
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration check is not news here
     problems: list[str] = []
     last_seq = _synced(world)
     time.sleep(1.0)  # the backend commits before it acks; the ack cleared `pending`

@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host_tests.support.broker import Broker  # noqa: E402
+from host_tests.support.broker import Broker, shares_subscriptions  # noqa: E402
 from host_tests.support.ev import EV  # noqa: E402
 from host_tests.support.flashfs import run_on_flash  # noqa: E402
 from host_tests.support.meter_peer import MeterPeer  # noqa: E402
@@ -214,7 +214,7 @@ class World:
         self.secret, self.backend_key = keys["site_secret"], keys["backend_key"]
         self.offset = evening_offset(time.time(), (21, 40))
         self._listen()
-        self.backend.serve(shared=self.broker.kind == "mosquitto")
+        self.backend.serve(shared=shares_subscriptions(self.broker.kind))
         self.say(f"broker: {self.broker.kind} on {self.broker.url}; backend on SQLite")
         for name in names:
             self.chargers[name] = SimCharger(self, name, power_w)

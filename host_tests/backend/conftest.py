@@ -64,7 +64,10 @@ class BackendProcess:
     """`python -m backend serve` as a separate process (killable like a crashed server)."""
 
     def __init__(self, broker_url: str, db: str, extra: list[str] | None = None, env: dict | None = None):
-        self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *(extra or [])]
+        from host_tests.support.broker import shares_subscriptions
+
+        share = [] if shares_subscriptions() else ["--no-share"]  # one worker needs no $share on amqtt
+        self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *share, *(extra or [])]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []

@@ -28,12 +28,21 @@ def mosquitto_binary() -> str | None:
     return None
 
 
+def default_kind() -> str:
+    """The broker tests use: $EVC_TEST_BROKER, else mosquitto when installed, else amqtt."""
+    return os.environ.get("EVC_TEST_BROKER") or ("mosquitto" if mosquitto_binary() else "amqtt")
+
+
+def shares_subscriptions(kind: str | None = None) -> bool:
+    """MQTT shared subscriptions ($share/GROUP/...): mosquitto 2 routes them; amqtt does not."""
+    return (kind or default_kind()) == "mosquitto"
+
+
 class Broker:
     def __init__(self, port: int | None = None, prefer: str | None = None):
         self.port = port or free_port()
         self.host = "127.0.0.1"
-        want = prefer or os.environ.get("EVC_TEST_BROKER")
-        self.kind = want or ("mosquitto" if mosquitto_binary() else "amqtt")
+        self.kind = prefer or default_kind()
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="evc-broker-")
 
