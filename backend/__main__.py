@@ -97,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("dir", type=Path)
 
     leaf(sub, "anomalies", "list stored anomalies")
+
+    gap = sub.add_parser("gap", help="gaps in a device's records").add_subparsers(dest="action", required=True)
+    accept = leaf(gap, "accept", "declare seqs up to THROUGH lost for good, so the records behind them are billed")
+    accept.add_argument("device")
+    accept.add_argument("through", type=int, help="the last lost seq (a record must wait at THROUGH+1)")
+    accept.add_argument("--reason", required=True, help="why, for the audit trail (e.g. the device's quarantine event)")
     return top
 
 

@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         counts = importer.import_dir(Ingestor(sessions, gap_grace_s=0), args.dir, args.prefix)
         print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         return 0
+    elif args.command == "gap":
+        head = Ingestor(sessions).accept_gap(args.device, args.through, args.reason)
+        print(f"{args.device}: head now at seq {head}; the device is acknowledged with its next resend")
+        return 0
     elif args.command == "anomalies":
         with sessions() as db:
             for a in db.scalars(select(Anomaly).order_by(Anomaly.id)):

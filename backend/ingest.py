@@ -97,6 +97,30 @@ class Ingestor:
 
     # -- one message --------------------------------------------------------------------------
 
+    def accept_gap(self, dev_id: str, through: int, reason: str) -> int:
+        """An operator's decision that seqs head+1..through are lost for good (e.g. a record the
+        device's journal found damaged and quarantined): each becomes a `lost` anomaly (never billed;
+        a late arrival is a seq-conflict, never a step back), the chain resumes at the next waiting
+        record's `prev`, and the records that waited behind the gap are placed. Returns the new head."""
+        with self.sessions.begin() as db:
+            dev = db.get(Device, dev_id, with_for_update=True)
+            if dev is None:
+                raise ValueError(f"device {dev_id!r} is not registered")
+            if through <= dev.head_seq:
+                raise ValueError(f"seq {through} is not beyond the stored head {dev.head_seq}: no gap there")
+            nxt = db.get(Pending, (dev_id, through + 1))
+            if nxt is None:
+                raise ValueError(f"no record waits at seq {through + 1}: accept a gap only right before one")
+            if db.scalars(select(Pending.seq).where(Pending.dev == dev_id, Pending.seq <= through)).first():
+                raise ValueError(f"records at or below seq {through} are waiting: the gap ends earlier")
+            for seq in range(dev.head_seq + 1, through + 1):
+                self._anomaly(db, "lost", f"accepted as lost by an operator: {reason}", f"/{dev_id}/rec", "",
+                              dev_id, seq, hash_="", slot=True)
+            dev.head_seq = through
+            dev.head_hash = nxt.prev
+            self._advance(db, dev, f"/{dev_id}/rec")
+            return dev.head_seq
+
     def _anomaly(self, db: DbSession, kind: str, detail: str, topic: str, raw: str, dev: str | None,
                  seq: int | None, hash_: str | None = None, slot: bool = False) -> None:
         log.warning("anomaly %s dev=%s seq=%s: %s", kind, dev, seq, detail)
@@ -124,7 +148,7 @@ class Ingestor:
         known = self._stored_hash(db, dev_id, seq) if seq <= dev.head_seq else None
         waiting = db.get(Pending, (dev_id, seq)) if seq > dev.head_seq else None
         if known is not None or waiting is not None:
-            if (known or waiting.hash) == opened.hash:  # type: ignore[union-attr]
+            if (known if known is not None else waiting.hash) == opened.hash:  # type: ignore[union-attr]
                 return Outcome(dev_id, ack, "duplicate", seq)
             detail = f"seq {seq} already stored with another payload hash"
             self._anomaly(db, "seq-conflict", detail, topic, raw, dev_id, seq, opened.hash)

@@ -150,3 +150,26 @@ def test_prepaid_balance_is_charged_once_per_record(store, charger):
         charged = db.scalars(select(Session.charged).where(Session.token == TOKENS[0])).all()
     assert charged == [250, 250]  # seq 1 and 5 carry TOKENS[0]
     assert card.balance == 10_000 - 500
+
+
+def test_operator_accepts_a_gap_and_the_records_behind_it_are_billed(store, charger):
+    """A record the device lost for good (its journal quarantined it) must not hold back the rest."""
+    ing = Ingestor(store)
+    for i in (0, 1):
+        ing.ingest(TOPIC, charger.records[i])
+    for i in (3, 4, 5):  # seq 3 never comes
+        assert ing.ingest(TOPIC, charger.records[i]).kind == "pending"
+    with pytest.raises(ValueError, match="no record waits at seq 7"):
+        ing.accept_gap("evc-a1", 6, "x")
+    with pytest.raises(ValueError, match="records at or below seq 4 are waiting"):
+        ing.accept_gap("evc-a1", 4, "x")
+    with pytest.raises(ValueError, match="not beyond the stored head"):
+        ing.accept_gap("evc-a1", 2, "x")
+    assert ing.accept_gap("evc-a1", 3, "journal quarantined seq 3") == 6
+    assert counts(store) == (5, 1, 0) and kinds(store) == ["lost"]
+    out = ing.ingest(TOPIC, charger.records[6])  # the chain goes on from the records behind the gap
+    assert (out.kind, out.ack) == ("stored", 7)
+    late = ing.ingest(TOPIC, charger.records[2])  # seq 3 turns up after all: never a step back
+    assert late.kind == "seq-conflict" and late.ack == 7
+    with store() as db:
+        assert db.get(Device, "evc-a1").head_seq == 7 and db.get(Session, ("evc-a1", 3)) is None
