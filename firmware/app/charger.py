@@ -176,9 +176,11 @@ async def run(cfg, dev, watchdog, root=None):
                      pins.get("plug"), ledger, on_event=event,
                      on_record=lambda seq: uplink.kick() if uplink is not None else None)
 
+    pubkey_hex = key.public_hex()  # once: status goes out often, the key never changes
+
     def status():
         # the uplink adds seq, acked, pending, journal use and the time
-        out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": key.public_hex()}
+        out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": pubkey_hex}
         out.update(ctl.status())
         return out
 

@@ -5,7 +5,7 @@ import binascii
 import hashlib
 
 from billing import ocmf
-from crypto import canon, jws
+from crypto import canon
 
 VERSION = 1
 AUTHS = ("list", "cache", "online", "offline", "master")

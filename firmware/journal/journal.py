@@ -21,7 +21,7 @@ import struct
 from micropython import const
 
 from journal import frame, recovery
-from journal.recovery import ACK, ACK_TMP, DIGEST, QDIR, seg_name
+from journal.recovery import ACK, ACK_TMP, QDIR, seg_name
 
 _Q_KEEP = const(4096)  # bytes of a damaged region kept for the technician
 _MAX_SID = const(64)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from backend.db import open_db
 from backend.keys import load_public_key

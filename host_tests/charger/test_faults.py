@@ -57,7 +57,7 @@ def test_power_cut_mid_session_is_recovered_with_power_loss(charger):
     cut_wh = c.ev.energy_wh
     c.boot()
     assert c.relay() == 0
-    m = c.wait_for(r"session: record (\d+): power-loss (\d+) Wh", timeout=20)
+    c.wait_for(r"session: record (\d+): power-loss (\d+) Wh", timeout=20)
     assert "closing session" in c.output()
     c.tap(ALICE, STARTED)  # the charger works on
     c.tap(ALICE, RECORD)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from evc import verify
-from evc.verify import Reason, VerifyError
+from evc.verify import VerifyError
 from host_tests.crypto.conftest import session_fields
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "records.md"

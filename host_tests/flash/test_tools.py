@@ -1,7 +1,6 @@
 """provision, config get/set, status, logs, probes and export-journal through the board emulator."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

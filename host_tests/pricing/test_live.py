@@ -1,7 +1,6 @@
 """Live pricing from meter samples: splits, time quality, contracts, bad input, bounded memory."""
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 from pathlib import Path

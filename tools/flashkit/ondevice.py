@@ -259,7 +259,7 @@ def _evc_journal_pending():
     except ImportError:
         _evc_say(None)
         return
-    board = _evc_board()
+    _evc_board()  # makes sure the board module loads before reading its paths
     root = _evc_root()
     cfg = _evc_config()
     seqs = []

@@ -1,7 +1,6 @@
 # MicroPython side of the journal power-cut tests: a charger-like workload on LittleFS over the
 # power-cut block device, then a reboot (remount, recover) and the checks, many cut points per process.
 import hashlib
-import os
 
 import vfs
 from binascii import hexlify
