@@ -15,9 +15,9 @@ PER_DEVICE = 250
 
 
 def _rate(broker_url: str, db: str, fleet, workers: int) -> float:
-    from host_tests.backend.conftest import BackendProcess
-    from host_tests.backend.devices import ChargerLink
-    from host_tests.backend.test_mqtt import register
+    from sim.backend import BackendProcess
+    from sim.records import ChargerLink
+    from sim.backend import register
 
     for made in fleet:
         register(db, made)
@@ -46,8 +46,8 @@ def _rate(broker_url: str, db: str, fleet, workers: int) -> float:
 
 
 def run() -> list[Row]:
-    from host_tests.backend.devices import make_device
-    from host_tests.support.broker import Broker
+    from sim.records import make_device
+    from sim.broker import Broker
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, Broker() as broker:
@@ -81,7 +81,7 @@ def run() -> list[Row]:
 def _postgres():
     import psycopg
 
-    from host_tests.backend.conftest import PG_URL
+    from sim.backend import PG_URL
 
     try:
         return psycopg.connect(PG_URL, autocommit=True, connect_timeout=3), PG_URL.rsplit("/", 1)[0]

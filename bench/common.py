@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from host_tests.support import mpy  # noqa: F401  (re-exported: mpy.run / mpy.call)
+from sim import mpy  # noqa: F401  (re-exported: mpy.run / mpy.call)
 
 
 @dataclass

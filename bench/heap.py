@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bench.common import Row
 from evc.tariff import compile_doc
-from host_tests.charger.rig import Charger, authlist_doc, flat_tariff, token
-from tools.device import ESP32_HEAP
+from sim.charger import Charger, authlist_doc, flat_tariff, token
+from sim.device import ESP32_HEAP
 
 TITLE = "Heap: smallest -X heapsize for a complete session (tap, charge, price, sign, journal, stop)"
 
@@ -49,6 +49,6 @@ def run() -> list[Row]:
     return [
         Row("smallest heap", "complete session succeeds at", hi, "KiB",
             f"fails at {lo} KiB; {tries} trials; no broker (uplink buffers not allocated); 64-bit unix port, .mpy"),
-        Row("smallest heap", "simulated board budget (tools/device.py)", budget, "KiB",
+        Row("smallest heap", "simulated board budget (sim/device.py)", budget, "KiB",
             f"headroom {budget - hi} KiB over the smallest working heap"),
     ]

@@ -13,7 +13,7 @@ from bench.common import Row, mpy
 
 TITLE = "journal: crash-safe session journal on LittleFS"
 
-_MP = Path(__file__).resolve().parents[1] / "host_tests" / "journal" / "mp"
+_MP = Path(__file__).resolve().parent / "mp"
 
 _CODE = """
 import jbench

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 
 from bench.common import Row, mpy
-from host_tests.support.meter_peer import MeterPeer
+from sim.meter_peer import MeterPeer
 
 TITLE = "Meter: one poll of energy + power (Modbus RTU, 9600 8N1)"
 

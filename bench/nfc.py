@@ -7,8 +7,8 @@ import subprocess
 import time
 
 from bench.common import Row, mpy
-from host_tests.support.mfrc522_emu import Mfrc522Emulator
-from host_tests.support.pn532_emu import Pn532Emulator
+from sim.mfrc522_emu import Mfrc522Emulator
+from sim.pn532_emu import Pn532Emulator
 
 TITLE = "NFC: card presence to token, bytes per idle poll (PN532 HSU over TCP, MFRC522 over the SPI bridge)"
 

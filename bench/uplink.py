@@ -4,10 +4,10 @@ longest event-loop stall the firmware saw meanwhile."""
 from __future__ import annotations
 
 from bench.common import Row
-from host_tests.support.backend_peer import BackendPeer
-from host_tests.support.broker import Broker as _TestBroker
-from host_tests.uplink.netfaults import FaultProxy
-from host_tests.uplink.rig import DeviceRun, uplink_cfg
+from sim.backend_peer import BackendPeer
+from sim.broker import Broker as _TestBroker
+from sim.netfaults import FaultProxy
+from sim.uplink import DeviceRun, uplink_cfg
 
 TITLE = "Uplink: backlog drain over MQTT (store-and-forward, cumulative acks)"
 

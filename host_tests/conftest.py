@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tools/, backend/, evc/
 
-from host_tests.support import mpy as _mpy  # noqa: E402
+from sim import mpy as _mpy  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -54,7 +54,7 @@ def free_port() -> int:
 @pytest.fixture
 def broker():
     """A real MQTT broker (mosquitto, else amqtt) on a free loopback port."""
-    from host_tests.support.broker import Broker
+    from sim.broker import Broker
 
     with Broker() as b:
         yield b

@@ -3,7 +3,7 @@
   python tools/keys.py export --root DIR [--pem | --der | --hex] [-o FILE]
   python tools/keys.py create --root DIR      create the key pair on the device's flash if missing
 
-DIR is a host device root (tools/sim.py, tools/device.py): its flash.img is mounted with the
+DIR is a host device root (tools/sim.py, sim/device.py): its flash.img is mounted with the
 MicroPython unix port, read-only for export, and only the public half (the key file's ".pub")
 is read. The private key never leaves the device's flash.
 """
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host_tests.support import mpy  # noqa: E402
+from sim import mpy  # noqa: E402
 
 DEFAULT_KEY_PATH = "device.key"  # on the device's flash data root (config key_path, flash.py provision)
 _BLOCK = 4096

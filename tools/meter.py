@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host_tests.support import mpy  # noqa: E402
+from sim import mpy  # noqa: E402
 
 _FIRMWARE_SIDE = """
 import asyncio

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evc.tariff import TariffCompileError, compile_doc, decimal, load_json, parse_datetime, posix_tz  # noqa: E402
-from host_tests.support import mpy  # noqa: E402
+from sim import mpy  # noqa: E402
 
 PRICED = {"ENERGY": 0, "TIME": 1, "PARKING_TIME": 2}
 # Used to judge power/current restrictions: (unit scale to W or mA, slot of lo, slot of hi)

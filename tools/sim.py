@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.device import DeviceProcess  # noqa: E402
+from sim.device import DeviceProcess  # noqa: E402
 
 
 def _device_config(root: Path, meter: str | None, nfc: str | None, broker: str | None) -> dict:
@@ -45,7 +45,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
-    from tools import simday
+    from sim import day as simday
 
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 # An SPI bus carried over TCP, for SPI peripherals emulated on the host (the MFRC522
-# emulator in host_tests/support/mfrc522_emu.py). It offers the parts of machine.SPI the
+# emulator in sim/mfrc522_emu.py). It offers the parts of machine.SPI the
 # drivers use (write, readinto, write_readinto) and a chip-select pin as `cs`.
 #
 # Wire protocol, one message per bus action:

@@ -3,19 +3,16 @@ server is reachable), records come from the firmware under MicroPython, the brok
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from host_tests.backend.devices import Made, make_device
+from sim.backend import PG_URL, BackendProcess
+from sim.records import Made, make_device
 
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("EVC_TEST_PG_URL", "postgresql://evc:evc@127.0.0.1:5432/postgres")
 TOKENS = ["%032x" % (0xC0FFEE00 + i) for i in range(4)]
 
 
@@ -58,54 +55,6 @@ def device_dir(tmp_path_factory) -> Path:
 def charger(device_dir) -> Made:
     """Twelve chained records from the firmware's own record builder and key."""
     return make_device(device_dir, "evc-a1", 12, TOKENS)
-
-
-class BackendProcess:
-    """`python -m backend serve` as a separate process (killable like a crashed server)."""
-
-    def __init__(self, broker_url: str, db: str, extra: list[str] | None = None, env: dict | None = None):
-        from host_tests.support.broker import shares_subscriptions
-
-        share = [] if shares_subscriptions() else ["--no-share"]  # one worker needs no $share on amqtt
-        self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *share, *(extra or [])]
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-
-    def start(self, timeout: float = 30) -> "BackendProcess":
-        self.lines = []
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        ready = threading.Event()
-
-        def pump() -> None:
-            for line in self.proc.stderr:  # type: ignore[union-attr]
-                self.lines.append(line.rstrip())
-                if "listening on" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(timeout):
-            self.kill()
-            raise RuntimeError("backend did not subscribe:\n" + "\n".join(self.lines[-30:]))
-        return self
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from backend.ingest import Ingestor
 from backend.keys import load_public_key
 from backend.models import Anomaly, Base, Card, Device, Pending, Session
 from host_tests.backend.conftest import TOKENS
-from host_tests.backend.devices import make_records, payload, payload_hash, session_fields
+from sim.records import make_records, payload, payload_hash, session_fields
 
 TOPIC = "evc/evc-a1/rec"
 

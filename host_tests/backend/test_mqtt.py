@@ -13,14 +13,8 @@ from backend.keys import load_public_key
 from backend.models import Anomaly, Device, Session
 from backend.worker import FAULT_ENV
 from host_tests.backend.conftest import REPO, TOKENS, wait_until
-from host_tests.backend.devices import ChargerLink, make_device
-
-
-def register(db: str, made) -> None:
-    sessions = open_db(db)
-    with sessions.begin() as s:
-        s.add(Device(id=made.dev, pubkey=load_public_key(made.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
-    sessions.kw["bind"].dispose()
+from sim.backend import register
+from sim.records import ChargerLink, make_device
 
 
 def stored(db: str) -> list[tuple[str, int]]:

@@ -3,8 +3,8 @@ real key and authorization list; a meter stand-in that hands over readings): a c
 half-way (here: the heap cannot hold the record while it is signed) is retried at the next tick
 and bills the stop point fixed the first time, exactly once."""
 from evc.verify import verify_record
-from host_tests.charger.rig import DEV, token
-from host_tests.support import mpy
+from sim.charger import DEV, token
+from sim import mpy
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from evc.tariff import compile_doc
-from host_tests.charger.rig import authlist_doc, dump, flat_tariff, token
-from host_tests.support.flashfs import run_on_flash
+from sim.charger import authlist_doc, dump, flat_tariff, token
+from sim.flashfs import run_on_flash
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 STARTED = r"session: started "

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from evc.tariff import compile_doc
-from host_tests.charger.rig import authlist_doc, dump, flat_tariff, token
+from sim.charger import authlist_doc, dump, flat_tariff, token
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 BOB = bytes.fromhex("04b0b0b0b0b0b0")

@@ -1,7 +1,7 @@
 """Supervisor restart backoff under MicroPython (device clock sped up 50x)."""
 import re
 
-from host_tests.support import mpy
+from sim import mpy
 
 RARE_CRASHES = """
 import asyncio

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tests.support import mpy
+from sim import mpy
 
 HERE = Path(__file__).resolve().parent
 ESP32 = HERE.parents[1] / "boards" / "esp32"

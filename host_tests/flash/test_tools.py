@@ -106,7 +106,7 @@ def test_export_of_an_empty_journal(deployed, tmp_path):
 def test_meter_probe_runs_the_firmware_driver_on_the_board(deployed):
     import struct
 
-    from host_tests.support.meter_peer import MeterPeer
+    from sim.meter_peer import MeterPeer
 
     def f32(x: float) -> int:
         return struct.unpack(">I", struct.pack(">f", x))[0]
@@ -122,7 +122,7 @@ def test_meter_probe_runs_the_firmware_driver_on_the_board(deployed):
 
 
 def test_nfc_probe_prints_the_token_not_the_uid(deployed):
-    from host_tests.support.pn532_emu import Pn532Emulator
+    from sim.pn532_emu import Pn532Emulator
 
     with Pn532Emulator() as emu:
         url = emu.serve_tcp()

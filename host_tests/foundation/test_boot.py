@@ -2,7 +2,7 @@
 import json
 import time
 
-from tools.device import ESP32_HEAP, DeviceProcess
+from sim.device import ESP32_HEAP, DeviceProcess
 
 
 def test_boots_and_reports_status(tmp_path):
@@ -47,7 +47,7 @@ def test_flash_survives_restart(tmp_path):
         with DeviceProcess(root, {"device_id": "t-2"}) as dev:
             dev.wait_for(r"status: dev=t-2")  # printed after "ready" reached the flash log
     # the log written to LittleFS on the first boot is still there on the second
-    from host_tests.support import mpy
+    from sim import mpy
 
     lines = mpy.run(
         """

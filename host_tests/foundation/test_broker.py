@@ -4,7 +4,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from host_tests.support.broker import Broker, mosquitto_binary
+from sim.broker import Broker, mosquitto_binary
 
 
 def _roundtrip(broker) -> bytes:

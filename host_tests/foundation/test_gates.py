@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tests.support import mpy
+from sim import mpy
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"

@@ -1,7 +1,7 @@
 """The harness really runs code under MicroPython, with the heap limit applied."""
 import pytest
 
-from host_tests.support.mpy import MicroPythonError
+from sim.mpy import MicroPythonError
 
 
 def test_runs_under_micropython(mpy):

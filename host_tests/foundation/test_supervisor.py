@@ -3,7 +3,7 @@ import subprocess
 import textwrap
 import time
 
-from host_tests.support import mpy
+from sim import mpy
 
 CRASHY = """
 import asyncio

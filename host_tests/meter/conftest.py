@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from host_tests.support import mpy
-from host_tests.support.meter_peer import MeterPeer
+from sim import mpy
+from sim.meter_peer import MeterPeer
 
 DRIVER = Path(__file__).with_name("mp") / "meter_driver.py"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from host_tests.meter import oracle
-from host_tests.support.meter_peer import MeterPeer
+from sim.meter_peer import MeterPeer
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "meter.py"
 

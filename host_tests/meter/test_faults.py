@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from host_tests.meter import oracle
-from host_tests.support.meter_peer import MeterPeer
+from sim.meter_peer import MeterPeer
 
 MODEL = "finder-7e"  # float32 Wh / W at 0x1106 / 0x1026, no serial: every transaction is a reading
 ENERGY = (4, 0x1106, "f32")

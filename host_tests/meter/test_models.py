@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from host_tests.meter import oracle
-from host_tests.support.meter_peer import MeterPeer
+from sim.meter_peer import MeterPeer
 
 F32_KWH = oracle.f32_bits(1234.5625)  # 1234562.5 Wh: half-up 1234563, round() 1234562
 F32_W = oracle.f32_bits(7000.5)  # 7001 W half-up, round() gives 7000

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from host_tests.support.pn532_emu import Pn532Emulator
+from sim.pn532_emu import Pn532Emulator
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def pn532():
 @pytest.fixture
 def mfrc522():
     """An emulated MFRC522 behind the host SPI bridge on a loopback TCP port (emu.url)."""
-    from host_tests.support.mfrc522_emu import Mfrc522Emulator
+    from sim.mfrc522_emu import Mfrc522Emulator
 
     with Mfrc522Emulator() as emu:
         emu.url = emu.serve_tcp()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from host_tests.support import mpy
+from sim import mpy
 
 SECRET_HEX = "00112233445566778899aabbccddeeff"
 SECRET = bytes.fromhex(SECRET_HEX)

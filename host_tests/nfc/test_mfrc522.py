@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from host_tests.nfc.scenario import OTHER7, UID4, UID7, UID10, run_reader, token
-from host_tests.support.mfrc522_emu import FAULTS, Mfrc522Emulator
-from host_tests.support.mfrc522_emu import crc_a as emu_crc_a
+from sim.mfrc522_emu import FAULTS, Mfrc522Emulator
+from sim.mfrc522_emu import crc_a as emu_crc_a
 
 
 def _taps(*uids: bytes) -> list:

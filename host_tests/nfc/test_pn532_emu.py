@@ -5,7 +5,7 @@ import pytest
 import serial
 
 from host_tests.nfc.scenario import UID4, UID7, UID10
-from host_tests.support.pn532_emu import Pn532Emulator, info_frame
+from sim.pn532_emu import Pn532Emulator, info_frame
 
 adafruit_uart = pytest.importorskip("adafruit_pn532.uart")
 

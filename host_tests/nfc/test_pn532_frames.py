@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from host_tests.nfc.scenario import UID7
-from host_tests.support.pn532_emu import ACK, info_frame
+from sim.pn532_emu import ACK, info_frame
 
 PARSE = """
 from nfc import pn532_frame as f

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from host_tests.nfc.scenario import OTHER7, UID4, UID7, UID10, run_reader, token
-from host_tests.support.pn532_emu import FAULTS
+from sim.pn532_emu import FAULTS
 
 
 def _taps(*uids: bytes) -> list:

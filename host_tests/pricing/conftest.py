@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evc.tariff import compile_doc
-from host_tests.support import mpy
+from sim import mpy
 
 MP = Path(__file__).resolve().parent / "mp"
 

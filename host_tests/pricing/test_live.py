@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from host_tests.pricing.conftest import doc, ocpi
-from host_tests.support import mpy
+from sim import mpy
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "ocpi"
 

@@ -8,7 +8,7 @@ import pytest
 
 from evc.tariff import TariffCompileError, compile_tariff
 from host_tests.pricing.conftest import doc, ocpi
-from host_tests.support import mpy
+from sim import mpy
 
 GOOD = doc(ocpi([
     {"price_components": [{"type": "FLAT", "price": "0.50", "vat": 20, "step_size": 1}]},

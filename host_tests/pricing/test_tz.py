@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from evc.tariff import TariffCompileError, posix_tz
-from host_tests.support import mpy
+from sim import mpy
 
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "America/Nuuk", "Europe/Dublin",
          "America/Santiago", "Pacific/Chatham", "Asia/Tokyo", "America/St_Johns", "UTC"]

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path):
     from backend.db import open_db
     from backend.models import Session
-    from tools import simday
-    from tools.simworld import World
+    from sim import day as simday
+    from sim.world import World
 
     world = World(tmp_path, echo=False)
     try:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from host_tests.support.backend_peer import AckFaults, BackendPeer
+from sim.backend_peer import AckFaults, BackendPeer
 
 
 @pytest.fixture

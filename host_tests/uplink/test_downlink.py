@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from host_tests.support.backend_peer import BackendPeer, Signer
-from host_tests.uplink.rig import DeviceRun, uplink_cfg
+from sim.backend_peer import BackendPeer, Signer
+from sim.uplink import DeviceRun, uplink_cfg
 
 DEV = "dev1"
 

@@ -2,7 +2,7 @@
 once, in order, whatever the network does; the event loop never stalls."""
 from __future__ import annotations
 
-from host_tests.uplink.rig import DeviceRun, uplink_cfg
+from sim.uplink import DeviceRun, uplink_cfg
 
 STALL_BOUND_MS = 300
 
@@ -59,7 +59,7 @@ def test_acks_duplicated_delayed_reordered_and_bogus(broker, faulty_peer):
 
 
 def test_connection_cut_mid_packet(broker, peer):
-    from host_tests.uplink.netfaults import FaultProxy
+    from sim.netfaults import FaultProxy
 
     with FaultProxy((broker.host, broker.port)) as proxy:
         proxy.cut_after = 7000  # every connection dies a few records in, inside a PUBLISH
@@ -79,7 +79,7 @@ def test_half_open_link_is_dropped_and_resumed(broker, peer):
     """The link goes silent both ways (no FIN, no RST): keepalive notices, the device reconnects."""
     import time
 
-    from host_tests.uplink.netfaults import FaultProxy
+    from sim.netfaults import FaultProxy
 
     with FaultProxy((broker.host, broker.port)) as proxy:
         run = DeviceRun({"records": 400, "uplink": uplink_cfg(proxy.url), "deadline_ms": 90000,
@@ -97,7 +97,7 @@ def test_half_open_link_is_dropped_and_resumed(broker, peer):
 
 
 def test_black_hole_broker_never_stalls_the_loop():
-    from host_tests.uplink.netfaults import blackhole_server
+    from sim.netfaults import blackhole_server
 
     hole = blackhole_server()
     try:

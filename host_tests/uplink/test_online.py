@@ -1,8 +1,8 @@
 """Online authorization with a deadline, events and the retained status message."""
 from __future__ import annotations
 
-from host_tests.support.backend_peer import BackendPeer
-from host_tests.uplink.rig import DeviceRun, uplink_cfg
+from sim.backend_peer import BackendPeer
+from sim.uplink import DeviceRun, uplink_cfg
 
 KNOWN, SILENT = "a" * 32, "b" * 32
 

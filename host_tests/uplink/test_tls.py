@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from host_tests.support.backend_peer import BackendPeer
-from host_tests.support.broker import free_port, mosquitto_binary
-from host_tests.uplink.rig import DeviceRun, uplink_cfg
+from sim.backend_peer import BackendPeer
+from sim.broker import free_port, mosquitto_binary
+from sim.uplink import DeviceRun, uplink_cfg
 
 
 def _name(cn: str) -> x509.Name:

@@ -6,6 +6,7 @@ import vfs
 from binascii import hexlify
 from journal import Journal
 from powercut import PowerCutDevice
+from journal_load import mount as _mount, payload_for, signed_for
 
 MOUNT = "/jflash"
 DIR = MOUNT + "/journal"
@@ -22,14 +23,8 @@ def configure(sessions=24, **config):
     CONFIG.update(config)
 
 
-def signed_for(seq):
-    n = 1500 + (seq * 377) % 1000
-    unit = ("%06d|" % seq).encode()
-    return (unit * (n // len(unit) + 1))[:n]
-
-
-def payload_for(seq):
-    return ('{"seq":%d,"v":1}' % seq).encode()
+def mount(dev, at=MOUNT):
+    _mount(dev, at)
 
 
 def hash_hex(seq):
@@ -107,15 +102,6 @@ def workload(c, dev=None):
     while queue:
         c.commit(queue.pop(0))
     c.ack(c.committed)
-
-
-def mount(dev, at=MOUNT):
-    """Mount LittleFS from `dev` at `at`, replacing whatever was mounted there (a reboot)."""
-    try:
-        vfs.umount(at)
-    except OSError:
-        pass
-    vfs.mount(vfs.VfsLfs2(dev), at)
 
 
 def blank():

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from host_tests.support.meter_peer import MeterPeer
+from sim.meter_peer import MeterPeer
 
 # sdm630 register map (firmware/meter/models.py): energy kWh f32, power W f32, serial u32
 ENERGY = (4, 0x0048, "f32", "kWh")

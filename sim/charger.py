@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from evc.verify import Record, verify_record
-from host_tests.support.ev import EV
-from host_tests.support.flashfs import run_on_flash, seed_device
-from host_tests.support.meter_peer import MeterPeer
-from host_tests.support.pn532_emu import Pn532Emulator
-from tools.device import ESP32_HEAP, DeviceProcess
+from sim.ev import EV
+from sim.flashfs import run_on_flash, seed_device
+from sim.meter_peer import MeterPeer
+from sim.pn532_emu import Pn532Emulator
+from sim.device import ESP32_HEAP, DeviceProcess
 
 SECRET = "5ec2e7000000000000000000000000000000000000000000000000000000c0de"
 DEV = "chg-1"

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from host_tests.support.pn532_emu import EmulatorBase, LoopbackServer, default_atqa_sak
+from sim.pn532_emu import EmulatorBase, LoopbackServer, default_atqa_sak
 
 # registers
 COMMAND, COM_IRQ, DIV_IRQ, ERROR, STATUS2 = 0x01, 0x04, 0x05, 0x06, 0x08

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host_tests.support import mpy  # noqa: E402
+from sim import mpy  # noqa: E402
 
 # The heap budget for a simulated board. The unix port is 64-bit: every object word is 8 bytes,
 # about twice what the same objects take on the 32-bit ESP32, and .mpy code objects live in the

@@ -2,7 +2,7 @@
 import time
 
 import vfs
-from jsweep import mount, payload_for, signed_for
+from journal_load import mount, payload_for, signed_for
 from journal import Journal
 from powercut import PowerCutDevice
 

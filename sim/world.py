@@ -2,7 +2,7 @@
 
 Each charger is the real firmware under the MicroPython unix port (heap limited to a board's
 budget, bytecode as deployed), with a pymodbus meter whose energy grows while its relay is
-closed (host_tests/support/ev.py) and a PN532 emulator. Device time runs SPEED times faster
+closed (sim/ev.py) and a PN532 emulator. Device time runs SPEED times faster
 than real time, so an evening of charging plays in a few minutes; the settings that are
 device-time durations are scaled to match.
 """
@@ -27,12 +27,12 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host_tests.support.broker import Broker, shares_subscriptions  # noqa: E402
-from host_tests.support.ev import EV  # noqa: E402
-from host_tests.support.flashfs import run_on_flash  # noqa: E402
-from host_tests.support.meter_peer import MeterPeer  # noqa: E402
-from host_tests.support.pn532_emu import Pn532Emulator  # noqa: E402
-from tools.device import ESP32_HEAP, DeviceProcess  # noqa: E402
+from sim.broker import Broker, shares_subscriptions  # noqa: E402
+from sim.ev import EV  # noqa: E402
+from sim.flashfs import run_on_flash  # noqa: E402
+from sim.meter_peer import MeterPeer  # noqa: E402
+from sim.pn532_emu import Pn532Emulator  # noqa: E402
+from sim.device import ESP32_HEAP, DeviceProcess  # noqa: E402
 
 SPEED = 60  # device seconds per real second
 ZONE = "Europe/Berlin"

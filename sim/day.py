@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from tools.simworld import Card, World, b64url_json, card_token, tou_tariff
+from sim.world import Card, World, b64url_json, card_token, tou_tariff
 
 POSTPAID = Card("postpaid", bytes.fromhex("04A1B2C3D4E5F6"), contract="FLEET")
 PREPAID = Card("prepaid", bytes.fromhex("04C0FFEE123456"), balance=300)

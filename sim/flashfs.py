@@ -10,7 +10,7 @@ import base64
 import json
 from pathlib import Path
 
-from host_tests.support import mpy
+from sim import mpy
 
 _PRELUDE = """
 import board, os

@@ -1,6 +1,6 @@
 """Run firmware code inside the MicroPython unix port and collect structured results.
 
-The firmware side prints result lines as `=> <json>` (see host_tests/support/mp/hosttest.py);
+The firmware side prints result lines as `=> <json>` (see sim/mp/hosttest.py);
 everything else on stdout/stderr is kept as log for failure messages.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 HOST_BOARD = REPO / "boards" / "host"
 MP_SUPPORT = Path(__file__).resolve().parent / "mp"

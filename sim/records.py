@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_tests.support import mpy
+from sim import mpy
 
 BASE_T = 1_760_000_000  # 2025-10-09, a time the records claim
 

@@ -1,4 +1,4 @@
-"""Run the uplink rig (host_tests/uplink/mp/uplink_rig.py) under MicroPython as a process, so a
+"""Run the uplink rig (sim/mp/uplink_rig.py) under MicroPython as a process, so a
 test can break the network while the firmware runs."""
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from host_tests.support import mpy
-
-MP_DIR = Path(__file__).resolve().parent / "mp"
+from sim import mpy
 
 
 class DeviceRun:
@@ -31,9 +29,9 @@ class DeviceRun:
             json.dump(self.spec, f)
         self._spec_path = path
         self.proc = subprocess.Popen(
-            [*mpy.command(MP_DIR / "uplink_rig.py", self.heap), path],
+            [*mpy.command(mpy.MP_SUPPORT / "uplink_rig.py", self.heap), path],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env=mpy.mpy_env(None, [MP_DIR]),
+            env=mpy.mpy_env(),
         )
         threading.Thread(target=self._pump, daemon=True).start()
         return self

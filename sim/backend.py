@@ -1,0 +1,73 @@
+"""The reference backend as a separate process (`python -m backend serve`), killable like a crashed
+server; used by the simulator's tests and the benchmarks."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sim.broker import shares_subscriptions
+
+REPO = Path(__file__).resolve().parents[1]
+# The PostgreSQL server the tests and benchmarks use when one is reachable (.ci/postgres.sh makes it).
+PG_URL = os.environ.get("EVC_TEST_PG_URL", "postgresql://evc:evc@127.0.0.1:5432/postgres")
+
+
+class BackendProcess:
+    """`python -m backend serve` as a separate process (killable like a crashed server)."""
+
+    def __init__(self, broker_url: str, db: str, extra: list[str] | None = None, env: dict | None = None):
+        share = [] if shares_subscriptions() else ["--no-share"]  # one worker needs no $share on amqtt
+        self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *share, *(extra or [])]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 30) -> "BackendProcess":
+        self.lines = []
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+
+        def pump() -> None:
+            for line in self.proc.stderr:  # type: ignore[union-attr]
+                self.lines.append(line.rstrip())
+                if "listening on" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise RuntimeError("backend did not subscribe:\n" + "\n".join(self.lines[-30:]))
+        return self
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def register(db: str, made) -> None:
+    """Register a made device (sim.records.Made) with its public key in the backend database."""
+    from backend.db import open_db
+    from backend.keys import load_public_key
+    from backend.models import Device
+
+    sessions = open_db(db)
+    with sessions.begin() as s:
+        s.add(Device(id=made.dev, pubkey=load_public_key(made.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
+    sessions.kw["bind"].dispose()
