@@ -33,6 +33,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skips grouped by reason, also written to .pytest-skips.txt for .ci/run to print: every skip
+    must be a known, named condition (no PostgreSQL, no gcc -m32, an exhaustive sweep)."""
+    reasons: dict[str, int] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ").split("\n")[0][:160]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    lines = [f"{n:5d}  {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    total = sum(reasons.values())
+    terminalreporter.write_sep("-", f"{total} skipped, by reason")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = Path(config.rootpath) / ".pytest-skips.txt"
+    out.write_text(f"{total} tests skipped\n" + "".join(f"{line}\n" for line in lines))
+
+
 @pytest.fixture(scope="session")
 def exhaustive(request) -> bool:
     return bool(request.config.getoption("--exhaustive"))

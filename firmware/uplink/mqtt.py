@@ -174,7 +174,9 @@ class Codec(MQTTClient):
             raise ProtocolError("unexpected packet: %r" % (exc,))
         except MQTTException as exc:
             raise ProtocolError("mqtt: %r" % (exc,))
-        if op is None:
+        # umqtt.simple 1.3.4 (PyPI) returns None after a delivered PUBLISH; the micropython-lib
+        # version frozen into current firmware images returns its first byte (0x30-0x3F).
+        if op is None or op & 0xF0 == PUBLISH:
             if wire.left():
                 raise ProtocolError("trailing bytes after packet")
             return None, None

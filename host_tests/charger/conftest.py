@@ -1,10 +1,10 @@
-"""Fixtures for charger tests: `charger(...)` builds a Charger rig (rig.py) per test; the
+"""Fixtures for charger tests: `charger(...)` builds a Charger rig (sim/charger.py) per test; the
 terminal summary reports the longest event loop stall each device measured (status lag_max)."""
 from __future__ import annotations
 
 import pytest
 
-from host_tests.charger import rig
+from sim import charger as rig
 
 
 @pytest.fixture
