@@ -272,11 +272,11 @@ def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
     return not problems, lines + [f"PROBLEM: {p}" for p in problems]
 
 
-def play(work: Path, scenario: str, quiet: bool = False) -> int:
+def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None = None, heap: str | None = None) -> int:
     if scenario not in SCENARIOS:
         print(f"sim: unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
         return 2
-    world = World(work, echo=not quiet)
+    world = World(work, echo=not quiet, micropython=micropython, heap=heap)
     t0 = time.monotonic()
     failure = None
     try:

@@ -47,11 +47,25 @@ def build_mpy(out: Path = BUILD) -> Path:
     return out
 
 
+def frozen_main(out: Path = REPO / ".venv" / "build" / "frozen") -> Path:
+    """A folder holding only main.py, for an interpreter with the firmware frozen in: nothing on
+    disk can shadow a frozen module (as on a board flashed with boards/esp32/manifest.py)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "main.py").write_text((REPO / "firmware" / "main.py").read_text())
+    return out / "main.py"
+
+
 class DeviceProcess:
-    """One charger: `micropython firmware/main.py` with its own device root."""
+    """One charger: `micropython firmware/main.py` with its own device root.
+
+    `micropython` names an interpreter with the firmware and the host board frozen in (`make
+    esp32geom` builds one with the ESP32's heap geometry); it then runs with MICROPYPATH=.frozen
+    only. The process inherits the environment (ESP32GEOM_IDF_HEAP reaches the interpreter).
+    """
 
     def __init__(self, root: Path, config: dict | None = None, heap: str | int | None = None,
-                 env: dict[str, str] | None = None, echo: bool = False, name: str = "dev", compiled: bool | None = None):
+                 env: dict[str, str] | None = None, echo: bool = False, name: str = "dev", compiled: bool | None = None,
+                 micropython: str | Path | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if config is not None:
@@ -61,6 +75,7 @@ class DeviceProcess:
         self.echo = echo
         self.name = name
         self.compiled = heap is not None if compiled is None else compiled  # a heap budget means a board: bytecode
+        self.micropython = str(Path(micropython).resolve()) if micropython else None
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -69,12 +84,18 @@ class DeviceProcess:
         self.lines.clear()
         env = dict(self.env)
         main = REPO / "firmware" / "main.py"
-        if self.compiled:
+        cmd = mpy.command(main, self.heap)
+        if self.micropython:
+            main = frozen_main()
+            env["MICROPYPATH"] = ".frozen"
+            cmd = [self.micropython, *mpy.command(main, self.heap)[1:]]
+        elif self.compiled:
             build = build_mpy()
             env["MICROPYPATH"] = ":".join([".frozen", str(build), str(mpy.host_lib_dir())])
             main = build / "main.py"
+            cmd = mpy.command(main, self.heap)
         self.proc = subprocess.Popen(
-            [*mpy.command(main, self.heap)],
+            cmd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=mpy.mpy_env(env), cwd=str(main.parent),
         )

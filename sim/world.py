@@ -150,7 +150,8 @@ emit(k.public_pem())
     def boot(self) -> None:
         env = {"EVC_CLOCK_SPEED": str(self.world.speed), "EVC_CLOCK_OFFSET_S": str(self.world.offset),
                "EVC_STATUS_MS": str(2000 * self.world.speed)}
-        self.dev = DeviceProcess(self.root, self.config, heap=ESP32_HEAP, env=env, echo=False, name=self.name)
+        self.dev = DeviceProcess(self.root, self.config, heap=self.world.heap or ESP32_HEAP, env=env, echo=False,
+                                 name=self.name, micropython=self.world.micropython)
         self.dev.start()
         self.dev.wait_for(r"charger: ready", timeout=60)
 
@@ -194,6 +195,8 @@ class World:
     work: Path
     speed: int = SPEED
     echo: bool = True
+    micropython: str | None = None  # an interpreter with the firmware frozen in (make esp32geom)
+    heap: str | None = None  # its -X heapsize (default: ESP32_HEAP)
     broker: Broker = field(init=False)
     backend: Backend = field(init=False)
     chargers: dict[str, SimCharger] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """The simulator: real firmware under the MicroPython unix port with simulated peers.
 
-  python tools/sim.py                      run the whole simulation
-  python tools/sim.py device --root DIR [--meter URL] [--nfc URL] [--broker URL] [--heap SIZE]
+  python tools/sim.py [--micropython PATH] [--heap SIZE]   run the whole simulation
+  python tools/sim.py [--micropython PATH] [--heap SIZE] device --root DIR [--meter URL] [--nfc URL] [--broker URL]
                                            run one device with the given root and endpoints
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _device_config(root: Path, meter: str | None, nfc: str | None, broker: str |
 def cmd_device(args: argparse.Namespace) -> int:
     root = Path(args.root)
     cfg = _device_config(root, args.meter, args.nfc, args.broker)
-    dev = DeviceProcess(root, cfg, heap=args.heap, echo=True, name=root.name)
+    dev = DeviceProcess(root, cfg, heap=args.heap, echo=True, name=root.name, micropython=args.micropython)
     dev.start()
     try:
         while dev.alive():
@@ -49,9 +49,9 @@ def cmd_world(args: argparse.Namespace) -> int:
 
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        return simday.play(Path(args.out), args.scenario, quiet=args.quiet)
+        return simday.play(Path(args.out), args.scenario, quiet=args.quiet, micropython=args.micropython, heap=args.heap)
     with tempfile.TemporaryDirectory(prefix="evc-sim-") as tmp:
-        return simday.play(Path(tmp), args.scenario, quiet=args.quiet)
+        return simday.play(Path(tmp), args.scenario, quiet=args.quiet, micropython=args.micropython, heap=args.heap)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the report")
     parser.add_argument("--out", help="write records, public keys and the backend database here")
     parser.add_argument("--scenario", default="day", help="scenario to play")
+    parser.add_argument("--micropython", help="run every charger with this interpreter, firmware frozen in "
+                        "(make esp32geom builds .esp32geom/micropython); the environment passes through, "
+                        "e.g. ESP32GEOM_IDF_HEAP=40960")
+    parser.add_argument("--heap", help="MicroPython heap for every charger (-X heapsize), e.g. 56k")
     sub = parser.add_subparsers(dest="cmd")
     d = sub.add_parser("device", help="run one device")
     d.add_argument("--root", required=True, help="device root: flash image, config.json, pins/")
     d.add_argument("--meter", help="meter URL, e.g. tcp://127.0.0.1:5020")
     d.add_argument("--nfc", help="NFC reader URL")
     d.add_argument("--broker", help="mqtt://host:port")
-    d.add_argument("--heap", help="MicroPython heap size, e.g. 160k")
     args = parser.parse_args(argv)
     if args.cmd == "device":
         return cmd_device(args)
