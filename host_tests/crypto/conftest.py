@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 RFC_PRIV = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
-VECTORS = Path("/work/shared/vectors/ocmf")
 
 
 def session_fields(seq: int = 1, prev: str = "", **over) -> dict:

@@ -1,16 +1,10 @@
-"""Third-party OCMF records (../shared/vectors/ocmf, read in place) classified as their index says."""
+"""Third-party OCMF records (host_tests/data/ocmf/records.json, each naming its source) classified as expected."""
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from evc import verify
-from host_tests.crypto.conftest import VECTORS
-
-INDEX = VECTORS / "ocmf_records_index.json"
-CASES = VECTORS / "road-labs_ocmf-js" / "verify_cases.json"
-pytestmark = pytest.mark.skipif(not INDEX.exists(), reason="shared OCMF vectors not present")
+from host_tests.data import ocmf_records, ocmf_signature_cases
 
 
 def classify(fn) -> str:
@@ -24,17 +18,8 @@ def classify(fn) -> str:
     return "valid"
 
 
-def expected(check: str) -> str:
-    if check.startswith("VALID"):
-        return "valid"
-    if check == "INVALID":
-        return "invalid"
-    assert check.startswith("unsupported"), check
-    return "unsupported"
-
-
 def index_entries() -> list[dict]:
-    return json.loads(INDEX.read_text()) if INDEX.exists() else []
+    return ocmf_records()
 
 
 def test_every_indexed_record_is_classified_as_the_index_says():
@@ -42,8 +27,9 @@ def test_every_indexed_record_is_classified_as_the_index_says():
     assert len(entries) == 154
     got = {}
     for e in entries:
-        got[(e["file"], e["index"])] = (classify(lambda: verify.verify_ocmf(e["record"], e["public_key"])),
-                                        expected(e["independent_check"]))
+        assert e["expect"] in ("valid", "invalid", "unsupported") and e["source"]["holder"], e
+        got[(e["file"], e["index"])] = (classify(lambda: verify.verify_ocmf(e["record"], e["public_key"])), e["expect"])
+    assert len(got) == 154  # (file, index) names each record once
     wrong = {k: v for k, v in got.items() if v[0] != v[1]}
     assert not wrong, wrong
     counts = [v[0] for v in got.values()]
@@ -68,13 +54,13 @@ def test_exponent_notation_payload_is_verified_as_transmitted():
     assert b"1.606848e7" in rec.payload
 
 
-@pytest.mark.skipif(not CASES.exists(), reason="road-labs cases not present")
 def test_road_labs_cases():
-    cases = json.loads(CASES.read_text())
+    cases = ocmf_signature_cases()
     assert len(cases) == 32
     for c in cases:
         sa = f"ECDSA-{c['curve']}-SHA256"
         got = classify(lambda: verify.verify_ocmf_signature(
             c["payload"].encode(), bytes.fromhex(c["signature_der_hex"]), c["public_key_spki_der_hex"], sa))
-        want = "unsupported" if c["curve"] == "secp192k1" else ("valid" if c["expected_valid"] else "invalid")
+        want = "unsupported" if c["curve"] == "secp192k1" else ("valid" if c["upstream_valid"] else "invalid")
+        assert c["expect"] == want, c["name"]
         assert got == want, c["name"]

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
+from host_tests.data import ocpi_case
 from host_tests.pricing.conftest import doc, ocpi
 from sim import mpy
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "ocpi"
 
 
 def utc(s: str) -> int:
@@ -16,7 +14,7 @@ def utc(s: str) -> int:
 
 
 def vector_tariff(case: str) -> dict:
-    return json.loads((VECTORS / "cases" / case / "tariff.json").read_text())
+    return ocpi_case(case)[0]  # the OCPI tariff of a worked example (host_tests/data/ocpi)
 
 
 def ramp(t0: int, wh0: int, seconds: int, every: int, wh_per_s: int, power: int, ma=None) -> list:

@@ -1,4 +1,7 @@
-"""The OCPI 2.2.1 worked examples (../shared/vectors/ocpi) through tools/price.py, and its errors."""
+"""The OCPI 2.2.1 worked examples (host_tests/data/ocpi) through tools/price.py, and its errors.
+
+Each case is written as OCPI tariff/CDR JSON files and priced by the tool, so the real OCPI input
+path is exercised. The facts come from the spec's examples (each case names its source)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from host_tests.data import ocpi_case, ocpi_cases, write_ocpi_case
+
 REPO = Path(__file__).resolve().parents[2]
-VECTORS = REPO.parent / "shared" / "vectors" / "ocpi"
-EXPECTED = json.loads((VECTORS / "expected.json").read_text()) if VECTORS.exists() else []
-CASE = VECTORS / "cases" / "simple_025kwh_20kwh"
+CASES = ocpi_cases()
+SIMPLE = "simple_025kwh_20kwh"
 
 
 def price_cli(*args: str | Path) -> subprocess.CompletedProcess:
@@ -19,17 +23,21 @@ def price_cli(*args: str | Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(not EXPECTED, reason="shared vectors not present")
-@pytest.mark.parametrize("case", EXPECTED, ids=lambda c: c["id"])
-def test_vector_case(case):
-    want = case["expected_total_cost"]
+def test_all_worked_examples_are_here():
+    assert len(CASES) == 19 and len({c["id"] for c in CASES}) == 19
+    assert all(c["source"]["example"] and c["source"]["published_as"] for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
+def test_vector_case(case, tmp_path):
+    want = case["expected"]
     decimals = len(want["excl_vat"].split(".")[1])  # compare at the precision the spec prints
-    d = VECTORS / "cases" / case["id"]
-    proc = price_cli("--tariff", d / "tariff.json", "--cdr", d / "cdr.json", "--decimals", decimals)
+    tariff, cdr_path = write_ocpi_case(case["id"], tmp_path)
+    proc = price_cli("--tariff", tariff, "--cdr", cdr_path, "--decimals", decimals)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["total_cost"] == {"excl_vat": want["excl_vat"], "incl_vat": want["incl_vat"]}, case["note"]
-    cdr = json.loads((d / "cdr.json").read_text())
+    cdr = json.loads(cdr_path.read_text())
     energy = sum(_dec(d["volume"]) for p in cdr["charging_periods"] for d in p["dimensions"] if d["type"] == "ENERGY")
     assert out["total_energy"] == format(_dec(energy), "f")  # kWh priced = the periods' ENERGY volumes
 
@@ -40,8 +48,9 @@ def _dec(v):
     return Decimal(str(v)).normalize()
 
 
-def test_output_shape():
-    proc = price_cli("--tariff", CASE / "tariff.json", "--cdr", CASE / "cdr.json")
+def test_output_shape(tmp_path):
+    tariff, cdr = write_ocpi_case(SIMPLE, tmp_path)
+    proc = price_cli("--tariff", tariff, "--cdr", cdr)
     out = json.loads(proc.stdout)
     assert out["total_cost"] == {"excl_vat": "5.00", "incl_vat": "5.50"}
     assert out["total_energy"] == "20" and out["total_time"] == "1" and out["total_parking_time"] == "0"
@@ -49,8 +58,7 @@ def test_output_shape():
 
 
 def _bad(tmp_path, tariff=None, cdr=None):
-    t = json.loads((CASE / "tariff.json").read_text())
-    c = json.loads((CASE / "cdr.json").read_text())
+    t, c, _ = ocpi_case(SIMPLE)
     if tariff:
         tariff(t)
     if cdr:
@@ -98,13 +106,13 @@ def test_bad_input_is_a_clear_error(tmp_path, name, tariff, cdr, message):
 
 def test_zone_name_is_evaluated_in_local_time(tmp_path):
     # 17:00-20:00 local is the dearer element: 16:30 UTC is 17:30 in Berlin (winter, UTC+1).
-    c = json.loads((VECTORS / "cases" / "step_size_switch_2" / "cdr.json").read_text())
+    tariff = write_ocpi_case("step_size_switch_2", tmp_path / "case")[0]
+    c = ocpi_case("step_size_switch_2")[1]
     c["start_date_time"] = c["charging_periods"][0]["start_date_time"] = "2024-01-08T16:30:00Z"
     c["end_date_time"] = "2024-01-08T16:45:00Z"
     c["charging_periods"] = c["charging_periods"][:1]
     c["charging_periods"][0]["dimensions"] = [{"type": "TIME", "volume": 0.25}]
     (tmp_path / "c.json").write_text(json.dumps(c))
-    tariff = VECTORS / "cases" / "step_size_switch_2" / "tariff.json"
     utc = json.loads(price_cli("--tariff", tariff, "--cdr", tmp_path / "c.json").stdout)
     berlin = json.loads(price_cli("--tariff", tariff, "--cdr", tmp_path / "c.json", "--tz", "Europe/Berlin").stdout)
     assert utc["total_cost"]["excl_vat"] == "0.60"  # 15 min at 1.20/h, rounded up to the 30 min step
