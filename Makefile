@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test sim bench setup clean
+.PHONY: test sim bench setup clean esp32geom
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ sim: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py $(BENCH_ARGS)
+
+# The 32-bit interpreter with the ESP32's heap geometry and the firmware frozen in (sim/esp32geom.py):
+#   ESP32GEOM_IDF_HEAP=40960 .venv/bin/python tools/sim.py --micropython .esp32geom/micropython --heap 56k
+esp32geom: $(STAMP)
+	bash ../shared/esp32geom/build.sh .esp32geom boards/host/manifest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,6 +22,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "exhaustive: long sweep, only with --exhaustive")
+    config.addinivalue_line("markers", "esp32geom: runs on the 32-bit ESP32-geometry interpreter (needs gcc -m32 "
+                            "and ../shared/esp32geom; skips with the reason otherwise)")
 
 
 def pytest_collection_modifyitems(config, items):
