@@ -99,3 +99,15 @@ def test_short_day_with_the_uplink_at_the_current_budget(esp32geom, tmp_path, mo
 def test_short_day_fits_a_stock_esp32_that_keeps_its_tls_reserve(esp32geom, tmp_path, monkeypatch):
     ok, lines, _ = short_day(tmp_path, esp32geom, geom.STOCK_IDF_BUDGET, monkeypatch)
     assert ok, "\n".join(lines)
+
+
+@pytest.mark.parametrize("manifest", ["boards/esp32/manifest.py", "boards/host/manifest.py"])
+def test_manifests_freeze_every_firmware_package(manifest):
+    """Runs without the interpreter: a package missing from a manifest would be imported from the
+    filesystem on a board (or not at all), costing its bytecode in RAM."""
+    import re
+
+    text = (geom.REPO / manifest).read_text()
+    frozen = set(re.findall(r'"(\w+)"', text.split("for _pkg in", 1)[1].split(":", 1)[0]))
+    packages = {p.name for p in FIRMWARE.iterdir() if (p / "__init__.py").exists()}
+    assert packages <= frozen, f"{manifest} leaves out {sorted(packages - frozen)}"
