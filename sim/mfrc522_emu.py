@@ -22,7 +22,7 @@ from sim.pn532_emu import EmulatorBase, LoopbackServer, default_atqa_sak
 # registers
 COMMAND, COM_IRQ, DIV_IRQ, ERROR, STATUS2 = 0x01, 0x04, 0x05, 0x06, 0x08
 FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING, COLL = 0x09, 0x0A, 0x0C, 0x0D, 0x0E
-TX_MODE, RX_MODE, TX_CONTROL = 0x12, 0x13, 0x14
+MODE, TX_MODE, RX_MODE, TX_CONTROL = 0x11, 0x12, 0x13, 0x14
 CRC_H, CRC_L = 0x21, 0x22
 T_MODE, T_PRESCALER, T_RELOAD_H, T_RELOAD_L = 0x2A, 0x2B, 0x2C, 0x2D
 VERSION = 0x37
@@ -38,13 +38,22 @@ FAULTS = (
 )
 
 
-def crc_a(data: bytes) -> bytes:
-    """CRC_A (ISO/IEC 14443-3 annex B): reflected CRC-16/0x1021, preset 0x6363; low byte first."""
-    crc = 0x6363
+# ModeReg CRCPreset[1:0] -> the CRC coprocessor's preset (datasheet, ModeReg bits)
+CRC_PRESETS = (0x0000, 0x6363, 0xA671, 0xFFFF)
+
+
+def crc16(data: bytes, crc: int) -> int:
+    """The CRC coprocessor (LSB first): reflected CRC-16/0x1021 from preset `crc`, no final XOR."""
     for byte in data:
         crc ^= byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def crc_a(data: bytes) -> bytes:
+    """CRC_A (ISO/IEC 14443-3 annex B): reflected CRC-16/0x1021, preset 0x6363; low byte first."""
+    crc = crc16(data, 0x6363)
     return bytes([crc & 0xFF, crc >> 8])
 
 
@@ -65,7 +74,7 @@ class Picc:
     """One ISO/IEC 14443A card."""
 
     uid: bytes
-    atqa: bytes = b""
+    atqa: bytes = b""  # written MSB first (0x0044 as 00 44), as PN532 reports it; LSB byte first on the air
     sak: int = -1
     state: str = "IDLE"
     halted: bool = False
@@ -90,7 +99,7 @@ class Picc:
             cmd = from_bits(bits)[0]
             if (cmd == 0x26 and self.state == "IDLE") or (cmd == 0x52 and self.state in ("IDLE", "HALT")):
                 self.state, self.level = "READY", 0
-                return to_bits(self.atqa)
+                return to_bits(self.atqa[::-1])  # ISO/IEC 14443-3: b1 (UID size in b8..b7) goes first
             self._fall_back()
             return None
         data = from_bits(bits)
@@ -163,12 +172,19 @@ class Mfrc522Emulator(EmulatorBase):
 
     # ---- registers -----------------------------------------------------------------
     def _reset(self) -> None:
+        # Reset values from the datasheet's register tables, for the registers modelled here;
+        # the others (e.g. ComIEnReg 80h, Status1Reg 21h, analog settings) are plain storage.
         self.regs = bytearray(64)
-        self.regs[COMMAND] = 0x20  # RcvOff clear, PowerDown clear after the reset completes
+        self.regs[COMMAND] = 0x20  # Idle, RcvOff bit 1; PowerDown reads 0 once the reset completes
         self.regs[COM_IRQ] = 0x14
-        self.regs[TX_CONTROL] = 0x80
+        self.regs[CONTROL] = 0x10
+        self.regs[COLL] = 0xA0  # ValuesAfterColl, CollPosNotValid
+        self.regs[MODE] = 0x3F  # CRCPreset 11: FFFFh (drivers set 3Dh for CRC_A's 6363h)
+        self.regs[TX_CONTROL] = 0x80  # antenna drivers off
+        self.regs[CRC_H] = self.regs[CRC_L] = 0xFF
         self.regs[VERSION] = self.version
         self.fifo = bytearray()
+        self._crc = 0xFFFF
         self._timer_due: float | None = None
         self._stuck = False
 
@@ -188,17 +204,23 @@ class Mfrc522Emulator(EmulatorBase):
             self.regs[reg] = (self.regs[reg] | mask) if value & 0x80 else (self.regs[reg] & ~mask)
             return
         if reg == FIFO_DATA:
-            if len(self.fifo) < 64:
+            if self.regs[COMMAND] & 0x0F == CALC_CRC:  # a running CalcCRC takes each new byte
+                self._calc_crc(bytes([value]))
+            elif len(self.fifo) < 64:
                 self.fifo.append(value)
             else:
                 self.regs[ERROR] |= 0x10  # BufferOvfl
+                self.regs[COM_IRQ] |= 0x02  # ErrIRq: an ErrorReg bit is set
             return
         if reg == FIFO_LEVEL:
             if value & 0x80:
                 self.fifo.clear()
                 self.regs[ERROR] &= ~0x10
             return
-        if reg == VERSION:
+        if reg in (VERSION, ERROR):  # read-only
+            return
+        if reg == COLL:  # only ValuesAfterColl (bit 7) is writable
+            self.regs[COLL] = (value & 0x80) | (self.regs[COLL] & 0x7F)
             return
         self.regs[reg] = value
         if reg == COMMAND:
@@ -207,12 +229,18 @@ class Mfrc522Emulator(EmulatorBase):
                 self._reset()
             elif cmd == IDLE:
                 self._timer_due = None
-            elif cmd == CALC_CRC:
-                crc = crc_a(bytes(self.fifo))
-                self.regs[CRC_L], self.regs[CRC_H] = crc[0], crc[1]
-                self.regs[DIV_IRQ] |= 0x04
+            elif cmd == CALC_CRC:  # the FIFO goes to the coprocessor; it runs until another command
+                self._crc = CRC_PRESETS[self.regs[MODE] & 0x03]
+                data = bytes(self.fifo)
+                self.fifo.clear()
+                self._calc_crc(data)
         elif reg == BIT_FRAMING and value & 0x80 and self.regs[COMMAND] & 0x0F == TRANSCEIVE:
             self._transceive()
+
+    def _calc_crc(self, data: bytes) -> None:
+        self._crc = crc16(data, self._crc)
+        self.regs[CRC_L], self.regs[CRC_H] = self._crc & 0xFF, self._crc >> 8
+        self.regs[DIV_IRQ] |= 0x04  # CRCIRq: CalcCRC active, all data processed
 
     def _timeout_s(self) -> float | None:
         if not self.regs[T_MODE] & 0x80:  # TAuto off: the timer never starts by itself
@@ -235,7 +263,7 @@ class Mfrc522Emulator(EmulatorBase):
             if fault:
                 self._faults.insert(0, fault)
         self.regs[ERROR] = 0
-        self.regs[COLL] = 0x20  # CollPosNotValid until a collision is seen
+        self.regs[COLL] = (self.regs[COLL] & 0x80) | 0x20  # CollPosNotValid until a collision is seen
         self.regs[COM_IRQ] |= 0x40  # TxIRq
         if self._take("stuck"):
             return  # no interrupt ever: the driver's own deadline must end this
@@ -253,7 +281,9 @@ class Mfrc522Emulator(EmulatorBase):
         out = [0] * rx_align + rx
         self.fifo[:] = from_bits(out)
         self.regs[CONTROL] = (self.regs[CONTROL] & ~0x07) | (len(out) % 8)
-        self.regs[COM_IRQ] |= 0x30  # RxIRq | IdleIRq
+        # RxIRq only: Transceive does not end by itself (it waits for the next StartSend until
+        # the host writes another command), so CommandReg keeps 0Ch and IdleIRq stays clear.
+        self.regs[COM_IRQ] |= 0x20
         if self._take("parity"):
             self.regs[ERROR] |= 0x02
             self.regs[COM_IRQ] |= 0x02
@@ -261,8 +291,7 @@ class Mfrc522Emulator(EmulatorBase):
             self.regs[ERROR] |= 0x08
             self.regs[COM_IRQ] |= 0x02
             pos = rx_align + self._collided + 1
-            self.regs[COLL] = pos & 0x1F  # 32 shows as 0
-        self.regs[COMMAND] = (self.regs[COMMAND] & ~0x0F) | IDLE
+            self.regs[COLL] = (self.regs[COLL] & 0x80) | (pos & 0x1F)  # 32 shows as 0
 
     def _merge(self, answers: list[list[int]]) -> list[int]:
         """What the reader hears when several cards answer: bits up to the first collision."""
