@@ -8,6 +8,7 @@
 # readinto(buf) never blocks and returns the byte count (0 when nothing is waiting);
 # discard() drops pending input; close(). Drivers poll with short asyncio sleeps under
 # their own deadlines, so a silent peer never blocks the event loop.
+import errno
 import socket
 import time
 
@@ -77,7 +78,7 @@ class TcpStream:
             try:
                 n = sock.send(view[sent:])
             except OSError as exc:
-                if exc.args and exc.args[0] == 11:  # EAGAIN: socket buffer full
+                if exc.args and exc.args[0] == errno.EAGAIN:  # socket buffer full
                     n = 0
                 else:
                     self._drop()
@@ -93,7 +94,7 @@ class TcpStream:
         try:
             n = sock.readinto(buf)
         except OSError as exc:
-            if exc.args and exc.args[0] == 11:
+            if exc.args and exc.args[0] == errno.EAGAIN:
                 return 0
             self._drop()
             raise

@@ -5,6 +5,7 @@
 # poller, CONNACK/SUBACK have a deadline, writes drain under a deadline, and a link that
 # stops answering pings is dropped. Any failure closes the connection with OSError; the
 # caller (service.py) reconnects with backoff. Packets: mqtt.py (umqtt.simple).
+import errno
 import socket
 
 try:
@@ -19,7 +20,6 @@ from micropython import const
 from hal import clock
 from uplink import mqtt
 
-_EINPROGRESS = const(115)
 _IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; the unix port has no names for them
 _TCP_NODELAY = const(1)
 _DNS_POLL_MS = const(20)
@@ -113,7 +113,7 @@ class Conn:
             try:
                 sock.connect(ai[-1])
             except OSError as exc:
-                if exc.args[0] != _EINPROGRESS:
+                if exc.args[0] != errno.EINPROGRESS:  # by name: the ESP32's newlib says 119, Linux 115
                     sock.close()
                     raise
             if self.ssl_ctx is not None:
