@@ -24,6 +24,7 @@ _IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; the unix port has
 _TCP_NODELAY = const(1)
 _DNS_POLL_MS = const(20)
 _HEAD_ROOM = const(512)  # topic, header and packet id around a payload
+_DIRECT_CHUNK = const(1024)  # a payload larger than the outbound buffer goes out in pieces this size
 
 
 def _is_ip(host):
@@ -69,7 +70,7 @@ class Conn:
     """A broker connection: open(), then serve() receives; publish() sends; close()."""
 
     def __init__(self, host, port, client_id, keepalive_s=30, user=None, password=None, ssl_ctx=None,
-                 max_packet=16384, out_size=8192, timeout_ms=5000, on_message=None):
+                 max_packet=8192, out_size=4096, timeout_ms=5000, on_message=None):
         self.host = host
         self.port = port
         self.ssl_ctx = ssl_ctx
@@ -258,14 +259,20 @@ class Conn:
             raise OSError("not connected")
         wire = self.codec.sock
         need = len(topic) + len(msg) + 9  # header, lengths, packet id
-        if need > len(wire.out):
-            raise ValueError("publish: %d bytes do not fit the outbound buffer" % len(msg))
         async with self._lock:
             if wire.out_len + need > len(wire.out):
                 await self._flush()
-            self.codec.publish_packet(topic, msg, qos, retain)
-            if flush:
-                await self._flush()
+            if need <= len(wire.out):
+                self.codec.publish_packet(topic, msg, qos, retain)
+                if flush:
+                    await self._flush()
+                return
+            # larger than the outbound buffer: the head from it, the payload straight from msg
+            self.codec.publish_head(topic, len(msg), qos, retain)
+            await self._flush()
+            mv = memoryview(msg)
+            for i in range(0, len(mv), _DIRECT_CHUNK):
+                await self._send(mv[i:i + _DIRECT_CHUNK])
 
     async def flush(self):
         async with self._lock:
@@ -281,8 +288,14 @@ class Conn:
         if not n:
             return
         wire.out_len = 0
+        await self._send(memoryview(wire.out)[:n])
+
+    async def _send(self, mv):
+        stream = self._stream
+        if stream is None:
+            raise OSError("not connected")
         try:
-            stream.write(memoryview(wire.out)[:n])  # the stream copies whatever it could not send yet
+            stream.write(mv)  # the stream copies whatever it could not send yet
             await asyncio.wait_for_ms(stream.drain(), self.timeout_ms)
         except Exception as exc:
             self.close(exc)

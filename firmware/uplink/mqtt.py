@@ -132,14 +132,19 @@ class Codec(MQTTClient):
 
     def publish_packet(self, topic, msg, qos=1, retain=False):
         """PUBLISH without waiting for anything; returns the packet id (0 for QoS 0)."""
-        size = 2 + len(topic) + len(msg) + (2 if qos else 0)
+        pid = self.publish_head(topic, len(msg), qos, retain)
+        self.sock.write(msg)
+        return pid
+
+    def publish_head(self, topic, msg_len, qos=1, retain=False):
+        """A PUBLISH up to its payload (which the caller sends after it); returns the packet id."""
+        size = 2 + len(topic) + msg_len + (2 if qos else 0)
         self._header(PUBLISH | qos << 1 | (1 if retain else 0), size)
         self._send_str(topic)
         pid = 0
         if qos:
             pid = self.next_pid()
             self.sock.write(struct.pack("!H", pid))
-        self.sock.write(msg)
         return pid
 
     def subscribe_packet(self, topics, qos=1):
