@@ -15,11 +15,15 @@ N = {n}
 toks = sorted(binascii.hexlify(hashlib.sha256(b"card%d" % i).digest()[:16]).decode() for i in range(N))
 al = AuthList(root + "/auth")
 per = 1000
-parts = (N + per - 1) // per
-for p in range(parts):
-    ents = [dict(token=t, status="accepted", contract="C%d" % (i % 5), balance=(5000 if i % 3 == 0 else None))
-            for i, t in enumerate(toks[p * per:(p + 1) * per])]
-    al.apply(dict(ver=1, full=True, part=p, parts=parts, entries=ents))
+
+
+def parts():
+    for p in range((N + per - 1) // per):
+        yield [dict(token=t, status="accepted", contract="C%d" % (i % 5), balance=(5000 if i % 3 == 0 else None))
+               for i, t in enumerate(toks[p * per:(p + 1) * per])]
+
+
+al.install(1, True, parts())
 emit(al.count)
 """
 

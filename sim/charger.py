@@ -1,8 +1,15 @@
 """One charger under test: the firmware as a device process (compiled .mpy, board heap budget)
-with a pymodbus meter behind a simulated EV and an emulated PN532, no broker.
+with a pymodbus meter behind a simulated EV and an emulated PN532; no broker unless given one.
 
-Records stay in the device's journal; `records()` reads them back from the flash image after
-the device stopped and verifies each with evc.verify (cryptography) and its chain.
+Every rig has a backend key pair of its own (backend.keys.Keys in `backend_keys`, site secret
+SECRET) whose public key the device config pins: `seed()` signs authorization lists with it and
+delivers them through the firmware's Downlink, and a reference backend started with
+EVC_BACKEND_KEYS=backend_keys.folder is the backend this device trusts. With `broker` (a URL) the
+firmware's uplink connects to it.
+
+Records the backend has not acknowledged stay in the device's journal; `records()` reads them
+back from the flash image after the device stopped and verifies each with evc.verify
+(cryptography) and its chain.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import re
 import time
 from pathlib import Path
 
+from backend.keys import Keys
 from evc.verify import Record, verify_record
 from sim.ev import EV
 from sim.flashfs import run_on_flash, seed_device
@@ -55,10 +63,12 @@ BASE_CONFIG = {
 
 class Charger:
     def __init__(self, root: Path, name: str, config: dict | None = None, speed: int = 1, power_w: int = 360000,
-                 plug_pin: str | None = None, start_wh: int = 1_000_000):
+                 plug_pin: str | None = None, start_wh: int = 1_000_000, broker: str | None = None):
         self.root = Path(root)
         self.name = name
         self.overrides = config or {}
+        self.broker = broker
+        self.backend_keys = Keys(self.root.parent / f"{self.root.name}-backend-keys")
         self.speed = speed
         self.power_w = power_w
         self.plug_pin = plug_pin
@@ -78,7 +88,12 @@ class Charger:
         self.meter = MeterPeer("tcp").start()
         self.nfc = Pn532Emulator()
         nfc_url = self.nfc.serve_tcp()
-        cfg = merge(BASE_CONFIG, {"meter": {"url": self.meter.url}, "nfc": {"url": nfc_url}})
+        if not self.backend_keys.key_file.exists():
+            self.backend_keys.init(site_secret=SECRET)
+        cfg = merge(BASE_CONFIG, {"meter": {"url": self.meter.url}, "nfc": {"url": nfc_url},
+                                  "backend_key": self.backend_keys.public_hex()})
+        if self.broker:
+            cfg["uplink"] = {"broker": self.broker, "backoff_min_ms": 200, "backoff_max_ms": 1000}
         if self.plug_pin:
             cfg["pins"] = {"plug": self.plug_pin}
         self.config = merge(cfg, self.overrides)
@@ -96,7 +111,19 @@ class Charger:
             self.meter.stop_peer()
 
     def seed(self, tariff: dict | None = None, authlist: list[dict] | None = None) -> None:
-        seed_device(self.root, tariff, authlist)
+        """Before boot: a tariff document, and authorization-list documents signed by this rig's
+        backend key and delivered through the firmware's Downlink (sim/flashfs.py)."""
+        seed_device(self.root, tariff, authlist, config=self.config,
+                    key=self.backend_keys.private_key() if authlist else None)
+
+    def provision(self) -> str:
+        """As `tools/flash.py provision` does before the first boot: the device makes its key pair
+        on its flash; returns the public key (PEM) to register with the backend."""
+        assert self.dev is None, "provision before boot"
+        return run_on_flash(self.root, f"""
+from crypto import keys
+emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")!r}).public_pem())
+""").value
 
     def boot(self) -> "Charger":
         env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed)}
@@ -185,17 +212,19 @@ with open(ROOT + "/device.key.pub", "rb") as f:
     emit(f.read().hex())
 """, heap="8m").results
 
-    def records(self) -> list[Record]:
-        """Every journaled record, verified (signature, schema, OCMF, chain from seq 1)."""
+    def records(self, after: Record | None = None) -> list[Record]:
+        """Every record still in the journal (not acknowledged by a backend), verified (signature,
+        schema, OCMF, chain): from seq 1, or continuing the chain from `after` (the last record
+        the backend acknowledged)."""
         journal, pub = self.journal()
         key = bytes.fromhex(pub)
         out: list[Record] = []
         for seq, jws in journal["records"]:
-            rec = verify_record(jws, key, out[-1] if out else None, kid=DEV)
+            rec = verify_record(jws, key, out[-1] if out else after, kid=DEV)
             assert rec.seq == seq
             out.append(rec)
         if out:
-            assert out[0].seq == 1
+            assert out[0].seq == (after.seq + 1 if after else 1)
         return out
 
 

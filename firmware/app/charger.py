@@ -17,7 +17,7 @@ from app.session import Controller
 from app.supervisor import Supervisor
 from app.version import FW_VERSION
 from billing.authcache import AuthCache
-from billing.authlist import AuthList
+from billing.authlist import AuthList, downlink_handler
 from billing.authorize import Authorizer
 from billing.prepaid import Ledger
 from billing.tariff import TariffSet
@@ -184,17 +184,9 @@ async def run(cfg, dev, watchdog, root=None):
         out.update(ctl.status())
         return out
 
-    def on_authlist(meta, parts):
-        # the uplink verified every part and staged them on flash; apply all or nothing
-        authlist.begin(meta["ver"], meta["kind"] == "full")
-        try:
-            for entries in parts():
-                authlist.add(entries)
-            authlist.commit()
-        except Exception:
-            authlist.abort()
-            raise
-        ledger.compact(authlist)
+    # the uplink verified every part and staged them on flash: install all or nothing, then
+    # compact the prepaid ledger (billing/authlist.py: the tests wire their Downlink with it too)
+    on_authlist = downlink_handler(authlist, ledger)
 
     def on_command(doc):
         if doc.get("cmd") == "stop":
@@ -237,11 +229,12 @@ async def run(cfg, dev, watchdog, root=None):
 
     async def status_task():
         while True:
+            gc.collect()  # heap= below is then the live heap (a few ms, once a status period)
             s = ctl.status()
             seq = journal.next_seq() - 1
-            log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms"
+            log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms heap=%d"
                      % (dev, s["state"], seq, seq - journal.acked_seq(), s.get("wh", 0), s.get("cost", 0),
-                        sup.max_lag_ms))
+                        sup.max_lag_ms, gc.mem_alloc()))
             sup.progress("status")
             await clock.sleep_ms(_STATUS_MS)
 

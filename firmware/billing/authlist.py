@@ -6,7 +6,7 @@
 # Entry: token(16) status(1) flags(1) contract(2) expiry(4) balance(4) bal_seq(4) = 32 bytes.
 # contracts.bin: fixed 32-byte slots of contract ids, append-only, addressed by index.
 #
-# Updates are versioned and only move forward. A full list replaces; a differential entry
+# Updates (install) are versioned and only move forward. A full list replaces; a differential entry
 # without status deletes its token. Both are streamed into list.new and renamed over list.bin,
 # so a power cut during an update leaves the old list intact.
 import binascii
@@ -198,6 +198,21 @@ class AuthList:
             _int_field(entry, "bal_seq", 0, 0xFFFFFFFF, 0),
         )
 
+    def install(self, version, full, parts):
+        """Install one list version, all or nothing: a full list (replaces) or a differential one
+        (changes), parts an iterable of entry lists, in part order (a full list's entries sorted by
+        token across its parts). Raises AuthListError, and the list stays as it was, when the
+        version does not move forward or any entry is bad; a power cut leaves the old list."""
+        self.abort()  # nothing half-done from before can mix in
+        self.begin(version, full)
+        try:
+            for entries in parts:
+                self.add(entries)
+            self.commit()
+        except Exception:
+            self.abort()
+            raise
+
     def begin(self, version, full):
         """Start an update to version; raises AuthListError when the version does not move forward."""
         if not isinstance(version, int) or isinstance(version, bool) or version <= self.version:
@@ -205,7 +220,7 @@ class AuthList:
         self._contracts = self._load_contracts()
         new = open(self._path("list.new"), "wb")
         new.write(bytes(_HEADER))
-        self._update = {"ver": version, "full": full, "file": new, "count": 0, "last": None, "diff": [], "next": 0}
+        self._update = {"ver": version, "full": full, "file": new, "count": 0, "last": None, "diff": []}
 
     def add(self, entries):
         """Add entries to the update begun with begin(). Full lists come sorted by token."""
@@ -309,32 +324,15 @@ class AuthList:
         out.write(enc)
         u["count"] += 1
 
-    def apply(self, doc):
-        """Apply one authorization-list document (or chunk): {ver, full, part, parts, entries}.
 
-        Chunks of one version arrive in order; the list changes only when the last one is in.
-        Returns True when the update was committed. Any error aborts the update and changes nothing.
-        """
-        if not isinstance(doc, dict) or "ver" not in doc or "entries" not in doc:
-            self.abort()
-            raise AuthListError("authlist document lacks ver or entries")
-        ver, full = doc["ver"], doc.get("full", False)
-        part, parts = doc.get("part", 0), doc.get("parts", 1)
-        if not (isinstance(part, int) and isinstance(parts, int) and 0 <= part < parts <= 10000):
-            self.abort()
-            raise AuthListError("bad part %r of %r" % (part, parts))
-        try:
-            if part == 0:
-                self.abort()
-                self.begin(ver, bool(full))
-            elif self._update is None or self._update["ver"] != ver or self._update["next"] != part:
-                raise AuthListError("chunk %d of version %r out of order" % (part, ver))
-            self.add(doc["entries"])
-            self._update["next"] = part + 1
-            if part == parts - 1:
-                self.commit()
-                return True
-            return False
-        except Exception:
-            self.abort()
-            raise
+def downlink_handler(authlist, ledger):
+    """The uplink's on_authlist(meta, parts) for this list (uplink/downlink.py calls it once every
+    part of a version is verified and staged; meta = {"ver", "kind": "full"|"diff", "base"}, parts()
+    yields each part's entries in order): install them all or nothing, then let the prepaid ledger
+    drop the spending the new balances already include. The charger and the tests wire it alike."""
+
+    def on_authlist(meta, parts):
+        authlist.install(meta["ver"], meta["kind"] == "full", parts())
+        ledger.compact(authlist)
+
+    return on_authlist

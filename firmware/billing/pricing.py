@@ -215,7 +215,6 @@ class Pricer:
         self.current_ma = None
         self.done = False
         self.ledger = _Ledger(tariff)
-        self.ledger.priced_all = [0, 0, 0]
         self._sel = None
         self.ledger.set_flat(self._choose_at(FLAT, start_epoch, 0, None, None), start_epoch)
 

@@ -1,9 +1,11 @@
 """Signed downlink documents, checked by the firmware itself under MicroPython (crypto.jws.verify,
-billing.authlist, billing.tariff), and published to a real broker by the CLI."""
+billing.tariff; authorization lists through the uplink's Downlink into billing.authlist, as on a
+charger), and published to a real broker by the CLI."""
 from __future__ import annotations
 
 import base64
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -17,8 +19,9 @@ from backend.ingest import Ingestor
 from backend.keys import Keys, card_token, load_public_key
 from backend.models import Device
 from host_tests.backend.conftest import REPO, TOKENS
+from host_tests.data import ocpi_tariff
+from sim.flashfs import DOWNLINK_MP, get_file, run_on_flash, write_messages
 
-OCPI = "/work/shared/vectors/ocpi/tariffs"
 
 
 def body(jws: str) -> dict:
@@ -38,31 +41,29 @@ def setup(tmp_path, charger):
     return keys, sessions, Downlinks(sessions, keys, clock=lambda: clock[0]), clock
 
 
-def firmware_apply(mpy, tmp_path, keys: Keys, docs: list[str]) -> dict:
-    """Verify each document with the device's JWS code and apply authlist documents to a real list."""
-    (tmp_path / "docs.json").write_text(json.dumps(docs))
-    code = f"""
-import json, binascii
-from crypto import jws
-from billing.authlist import AuthList
-pub = binascii.unhexlify({keys.public_hex()!r})
-al = AuthList({str(tmp_path / "al")!r})
-with open({str(tmp_path / "docs.json")!r}) as f:
-    docs = json.loads(f.read())
-for d in docs:
-    doc = json.loads(jws.verify(d, pub, "backend"))
-    if doc["type"] == "authlist":
-        al.apply(doc)
+def firmware_apply(tmp_path, keys: Keys, docs: list[str], dev: str = "evc-a1", name: str = "device") -> dict:
+    """Deliver authorization-list documents, in the order given, as a charger gets them on
+    evc/<dev>/authlist: to the firmware's Downlink (pinned backend key, parts staged in any order)
+    wired to its list as app/charger.py wires it (sim/flashfs.py DOWNLINK_MP)."""
+    msgs = write_messages(tmp_path / f"{name}-authlist.txt", docs)
+    config = {"device_id": dev, "backend_key": keys.public_hex()}
+    code = DOWNLINK_MP + f"""
+up, al = device_uplink(json.loads({json.dumps(config)!r}), ROOT)
+done = [up.downlink.handle("authlist", m) for m in messages({str(msgs)!r})]
 out = {{}}
 for t in json.loads({json.dumps(TOKENS)!r}):
     e = al.lookup(t)
     out[t] = e and e.to_dict()
-emit({{"ver": al.version, "count": al.count, "entries": out}})
+emit({{"ver": al.version, "count": al.count, "entries": out, "done": done, "rejected": events(up),
+       "downlink": up.downlink.versions()["authlist"]}})
 """
-    return mpy.run(code).value
+    state = run_on_flash(tmp_path / name, code).value
+    assert state["rejected"] == [], state["rejected"]
+    assert state["downlink"] == state["ver"]
+    return state
 
 
-def test_card_list_full_then_diff_with_ledger_balances(setup, tmp_path, mpy, charger):
+def test_card_list_full_then_diff_with_ledger_balances(setup, tmp_path, charger):
     keys, sessions, down, clock = setup
     csv = tmp_path / "cards.csv"
     uid = "04A1B2C3D4E5F6"
@@ -93,13 +94,14 @@ def test_card_list_full_then_diff_with_ledger_balances(setup, tmp_path, mpy, cha
     d2 = body(down.authlist("evc-a1", list(read_csv(delta, keys.site_secret(), allow_delete=True)), True, sent.extend)[0][1])
     assert {"token": TOKENS[1]} in d2["entries"]
     assert card_token(bytes.fromhex("11" * 32), bytes.fromhex(uid)) in {e["token"] for e in d2["entries"]}
-    state = firmware_apply(mpy, tmp_path, keys, [m[1] for m in sent])
+    state = firmware_apply(tmp_path, keys, [m[1] for m in sent])
+    assert state["done"] == [True, True, True]  # full, balance diff, CSV diff: each on top of the last
     assert state["ver"] == d2["ver"] and state["count"] == 3
     assert state["entries"][TOKENS[0]]["balance"] == 9500 and state["entries"][TOKENS[0]]["bal_seq"] == 6
     assert state["entries"][TOKENS[1]] is None
 
 
-def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path, mpy):
+def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path):
     keys, _, down, _ = setup
     csv = tmp_path / "big.csv"
     csv.write_text("token\n" + "".join("%032x\n" % (i * 7919 + 1) for i in range(1203)) + "".join(t + "\n" for t in TOKENS))
@@ -108,8 +110,17 @@ def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path, m
 
     parts = -(-1207 // LIST_CHUNK)
     assert [(body(m[1])["part"], body(m[1])["parts"]) for m in msgs] == [(i, parts) for i in range(parts)]
-    state = firmware_apply(mpy, tmp_path, keys, [m[1] for m in msgs])
+    state = firmware_apply(tmp_path, keys, [m[1] for m in msgs], name="in-order")
+    assert state["done"] == [False] * (parts - 1) + [True]
     assert state["count"] == 1207 and state["entries"][TOKENS[3]]["status"] == "accepted"
+    # parts arrive in any order (and some twice, as QoS 1 allows): the same list, applied once all are in
+    shuffled = [m[1] for m in msgs]
+    random.Random(15).shuffle(shuffled)
+    shuffled[4:4] = shuffled[:2]
+    other = firmware_apply(tmp_path, keys, shuffled, name="shuffled")
+    assert other["done"] == [False] * (parts + 1) + [True]
+    assert (other["ver"], other["count"], other["entries"]) == (state["ver"], state["count"], state["entries"])
+    assert get_file(tmp_path / "shuffled", "auth/list.bin") == get_file(tmp_path / "in-order", "auth/list.bin")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -128,8 +139,8 @@ def test_tariff_document_compiles_signs_and_loads_on_the_device(setup, mpy):
     pytest.importorskip("evc.tariff")
     from evc.tariff import compile_doc
 
-    default = json.loads(open(f"{OCPI}/tariff_12_025kwh_min_price.json").read())
-    other = json.loads(open(f"{OCPI}/tariff_13_simple_3hour_5parking.json").read())
+    default = ocpi_tariff("tariff_12_025kwh_min_price")
+    other = ocpi_tariff("tariff_13_simple_3hour_5parking")
     build = lambda d, c, v: compile_doc(d, c, ver=v, tz="Europe/Berlin")  # noqa: E731
     down.tariff(None, default, None, build, lambda m: None)
     msgs = down.tariff("evc-a1", other, "C-1", build, lambda m: None)
@@ -191,6 +202,6 @@ def test_largest_authlist_part_fits_the_devices_document_bound(tmp_path):
     worst = {"token": "a" * 32, "status": "accepted", "exp": 4102444800, "contract": "C" * 32,
              "balance": 2147483647, "bal_seq": 4294967295}
     doc = {"type": "authlist", "dev": "d" * 32, "ver": 1 << 40, "full": False, "base": (1 << 40) - 1,
-           "part": 9999, "parts": 10000, "entries": [worst] * LIST_CHUNK}
+           "part": 1023, "parts": 1024, "entries": [worst] * LIST_CHUNK}  # the device takes at most 1024 parts
     jws = sign_document(ec.generate_private_key(ec.SECP256R1()), doc)
     assert len(jws) < 16384

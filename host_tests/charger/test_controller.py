@@ -1,9 +1,15 @@
 """The session controller directly under MicroPython (real journal on LittleFS, real pricing,
 real key and authorization list; a meter stand-in that hands over readings): a close that fails
 half-way (here: the heap cannot hold the record while it is signed) is retried at the next tick
-and bills the stop point fixed the first time, exactly once."""
+and bills the stop point fixed the first time, exactly once. The card reaches the list as on a
+charger: a signed document through the uplink's Downlink (sim/flashfs.py DOWNLINK_MP)."""
+import json
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from evc.verify import verify_record
 from sim.charger import DEV, token
+from sim.flashfs import DOWNLINK_MP, public_hex, sign_authlist, write_messages
 from sim import mpy
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
@@ -14,7 +20,6 @@ import board
 from app.config import validate
 from app.session import Controller
 from billing.authcache import AuthCache
-from billing.authlist import AuthList
 from billing.authorize import Authorizer
 from billing.prepaid import Ledger
 from crypto import keys
@@ -51,8 +56,8 @@ class MeterStandIn:
 
 base = keys.load_or_create(root + "/device.key")
 key = FlakyKey(base._priv)
-al = AuthList(root + "/auth")
-al.apply({"ver": 1, "full": True, "entries": [{"token": TOKEN, "status": "accepted"}]})
+up, al = device_uplink(json.loads(CONFIG), root)
+assert [up.downlink.handle("authlist", m) for m in messages(MSGS)] == [True], events(up)
 auth = Authorizer(al, AuthCache(root + "/auth/cache.bin", 8), Ledger(root + "/auth/spent.bin"), cfg["auth"])
 journal = Journal(root + "/journal")
 journal.recover()
@@ -87,7 +92,12 @@ asyncio.run(main())
 
 
 def test_failed_close_is_retried_and_bills_the_first_stop_point(tmp_path):
-    out = mpy.run(SCRIPT % (token(ALICE), DEV), env={"EVC_ROOT": str(tmp_path)}, heap="2m").value
+    backend = ec.generate_private_key(ec.SECP256R1())
+    msgs = write_messages(tmp_path / "authlist.txt", sign_authlist(backend, [
+        {"ver": 1, "full": True, "entries": [{"token": token(ALICE), "status": "accepted"}]}]))
+    config = {"device_id": DEV, "backend_key": public_hex(backend)}
+    head = DOWNLINK_MP + f"CONFIG = {json.dumps(config)!r}\nMSGS = {str(msgs)!r}\n"
+    out = mpy.run(head + SCRIPT % (token(ALICE), DEV), env={"EVC_ROOT": str(tmp_path)}, heap="2m").value
     assert out["started"] == "charging" and out["relay_on"] == 1
     assert "injected" in out["first"]
     assert out["after_fail"] == ["finishing", 0, 1], "relay open, no record yet"

@@ -1,6 +1,8 @@
 """Charging sessions end to end: the firmware (compiled .mpy, board heap) under the MicroPython
-unix port, a pymodbus meter behind a simulated EV, an emulated PN532, no broker. Every record is
-read back from the journal on the flash image and verified with evc.verify (cryptography)."""
+unix port, a pymodbus meter behind a simulated EV, an emulated PN532; no broker, except for the
+online policy, which asks the reference backend over a real one. Every record is read back from
+the journal on the flash image (or from the backend that acknowledged it) and verified with
+evc.verify (cryptography)."""
 from __future__ import annotations
 
 import time
@@ -9,12 +11,16 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from evc.tariff import compile_doc
-from sim.charger import authlist_doc, dump, flat_tariff, token
+from evc.verify import verify_record
+from sim.backend import BackendProcess
+from sim.charger import DEV, authlist_doc, dump, flat_tariff, token
 
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 BOB = bytes.fromhex("04b0b0b0b0b0b0")
 MASTER = bytes.fromhex("deadbeef")
 STRANGER = bytes.fromhex("04777777777777")
+FRIEND = bytes.fromhex("04f1f1f1f1f1f1")  # not on the charger's list; accepted by the backend
+BANNED = bytes.fromhex("04bbbbbbbbbbbb")  # not on the charger's list; blocked at the backend
 STARTED = r"session: started "
 RECORD = r"session: record (\d+): (\S+) (\d+) Wh (\d+) "
 NOW = int(time.time())
@@ -86,7 +92,7 @@ REJECTED = [  # list entries rejected under every policy, with the reason the de
 ]
 
 
-@pytest.mark.parametrize("policy", ["reject", "offline", "online"])
+@pytest.mark.parametrize("policy", ["reject", "offline"])
 def test_list_rejections_and_unknown_card_policy(charger, policy):
     cap_wh = 300
     c = charger(config={"auth": {"unknown": policy, "offline_max_wh": cap_wh, "offline_max_cost": 0}})
@@ -103,7 +109,7 @@ def test_list_rejections_and_unknown_card_policy(charger, policy):
         c.stop()
         assert c.records() == []
         return
-    # offline, and online without a broker (no answer: the offline rule): charge up to the cap
+    # offline: charge up to the cap
     c.tap(STRANGER, STARTED)
     c.wait_for(RECORD, timeout=20)
     assert c.relay() == 0
@@ -113,6 +119,87 @@ def test_list_rejections_and_unknown_card_policy(charger, policy):
     assert f["auth"] == "offline" and f["contract"] is None and f["stop"]["reason"] == "limit", dump([rec])
     # stopped at the cap: at most one meter interval (250 ms at 100 Wh/s) past it
     assert cap_wh <= f["energy_wh"] <= cap_wh + 40
+
+
+def _backend_db(path: str, device_pem: str):
+    """The reference backend's database: this charger registered, FRIEND and BANNED known."""
+    from backend.db import open_db
+    from backend.keys import load_public_key
+    from backend.models import Card, Device
+
+    sessions = open_db(path)
+    with sessions.begin() as db:
+        db.add(Device(id=DEV, pubkey=load_public_key(device_pem.encode()), added_at=0, head_seq=0, head_hash=""))
+        db.add_all([
+            Card(token=token(FRIEND), status="accepted", exp=None, contract="FLEET", balance=None, updated_at=0),
+            Card(token=token(BANNED), status="blocked", exp=None, contract=None, balance=None, updated_at=0),
+        ])
+    return sessions
+
+
+def _stored(sessions, seq: int, timeout: float = 20) -> str | None:
+    """The record seq as the backend stored it (the raw JWS), waiting for it up to timeout."""
+    from backend.models import Session
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as db:
+            row = db.get(Session, (DEV, seq))
+            if row is not None or time.monotonic() > deadline:
+                return row and row.raw
+        time.sleep(0.1)
+
+
+def test_online_policy_asks_the_backend_then_falls_back_offline(charger, broker, tmp_path):
+    """Policy "online" with the reference backend answering over a real broker: a card the charger
+    does not know is authorized by the backend (auth "online", its contract) or refused as the
+    backend says; with the broker gone the offline rule (the cap) applies."""
+    cap_wh = 300
+    c = charger(broker=broker.url, config={"auth": {"unknown": "online", "offline_max_wh": cap_wh,
+                                                    "offline_max_cost": 0}})
+    c.seed(tariff=compile_doc(flat_tariff()),
+           authlist=[authlist_doc([{"token": token(uid), **e} for uid, e, _ in REJECTED])])
+    pem = c.provision()
+    sessions = _backend_db(str(tmp_path / "backend.db"), pem)
+    # the backend the device trusts: its key is the one the device config pins
+    backend = BackendProcess(broker.url, str(tmp_path / "backend.db"),
+                             env={"EVC_BACKEND_KEYS": str(c.backend_keys.folder)}).start()
+    try:
+        c.boot()
+        c.wait_for(r"uplink: connected to ")
+        for uid, _, reason in REJECTED:  # the list decides: the backend is not asked
+            c.tap(uid, rf"card rejected: {reason}$")
+            assert c.relay() == 0
+        c.tap(FRIEND, r"session: started \S+ auth=online ")
+        time.sleep(1.0)
+        assert c.relay() == 1
+        c.tap(FRIEND, RECORD)
+        assert c.relay() == 0
+        c.tap(STRANGER, r"card rejected: invalid$")  # unknown to the backend too
+        c.tap(BANNED, r"card rejected: blocked$")
+        assert c.relay() == 0
+        raw = _stored(sessions, 1)
+        assert raw, "the backend did not store the online session"
+        c.wait_for(r"status: .* seq=1 pending=0 ", start=c.mark())  # and the device has its ack
+        broker.stop()  # the network is gone: no answer can come
+        c.wait_for(r"uplink: offline", start=c.mark())
+        at = c.mark()
+        c.tap(bytes.fromhex("04999999999999"), rf"{STARTED}\S+ auth=offline ")  # unknown to all
+        c.wait_for(RECORD, timeout=20, start=at)
+        assert c.relay() == 0
+        c.stop()
+    finally:
+        backend.stop()
+        sessions.kw["bind"].dispose()
+    online = verify_record(raw, pem, kid=DEV)
+    f = online.fields
+    assert f["seq"] == 1 and f["token"] == token(FRIEND), dump([online])
+    assert f["auth"] == "online" and f["contract"] == "FLEET" and f["stop"]["reason"] == "card"
+    assert f["energy_wh"] > 0
+    (offline,) = c.records(after=online)  # still in the journal: no broker to send it to
+    g = offline.fields
+    assert g["auth"] == "offline" and g["contract"] is None and g["stop"]["reason"] == "limit", dump([offline])
+    assert cap_wh <= g["energy_wh"] <= cap_wh + 40
 
 
 def test_prepaid_card_stops_before_the_balance_runs_out(charger):
