@@ -5,7 +5,7 @@ periods and volumes, expected totals), each with its source. ocmf/records.json: 
 records and signature cases with their keys and expected classification, each with its source.
 
 The facts were written from the published material and are checked against a reference copy of
-it by tools/check_vectors.py (not part of the test suite). Nothing here reads outside the repository.
+it by `python -m host_tests.data.check` (not part of the test suite). Nothing here reads outside the repository.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Check the test facts in host_tests/data against the reference copy of the third-party vectors.
 
-    python tools/check_vectors.py [--shared PATH]
+    python -m host_tests.data.check [--shared PATH]
 
 The test suite reads only host_tests/data, where the third-party test vectors are written out as
 facts in our own format (the repository never carries third-party files). This script re-derives
@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from host_tests import data  # noqa: E402
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = a.shared
     missing = [p for p in (ref / "ocpi" / "expected.json", ref / "ocmf" / "ocmf_records_index.json") if not p.is_file()]
     if missing:
-        print(f"check_vectors: reference vectors not found at {ref} (missing {', '.join(map(str, missing))}); "
+        print(f"check: reference vectors not found at {ref} (missing {', '.join(map(str, missing))}); "
               "pass --shared PATH", file=sys.stderr)
         return 2
     r = Report()
@@ -271,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     for d in r.diffs:
         print(f"MISMATCH {d}")
     if r.diffs:
-        print(f"check_vectors: {len(r.diffs)} of {r.checked} checks differ from {ref}")
+        print(f"check: {len(r.diffs)} of {r.checked} checks differ from {ref}")
         return 1
-    print(f"check_vectors: host_tests/data agrees with {ref} ({r.checked} checks)")
+    print(f"check: host_tests/data agrees with {ref} ({r.checked} checks)")
     return 0
 
 
