@@ -25,7 +25,8 @@ from backend.models import Card, Device, Downlink, ListEntry, TariffSource
 Message = tuple[str, str, bool]  # topic, payload, retain
 Publish = Callable[[list[Message]], None]
 
-LIST_CHUNK = 64  # entries per authlist part: ~9 kB of JSON, ~12 kB as a JWS, under the device's 16 KiB bound (uplink.max_doc_bytes)
+LIST_CHUNK = 32  # entries per authlist part: ~6 kB as a JWS, under the device's 8 KiB bound (uplink.max_doc_bytes)
+MAX_PARTS = 2048  # parts of one list version a device takes (firmware/uplink/downlink.py)
 MAX_DIFF = 1000  # the device takes at most this many entries in one differential update
 CMD_TTL_S = 300
 
@@ -154,6 +155,9 @@ class Downlinks:
                 base = self._last(db, dev.id, "authlist")  # a diff applies only on top of this version
                 ver = self._version(db, dev.id, "authlist")
                 chunks = [entries[i:i + LIST_CHUNK] for i in range(0, len(entries), LIST_CHUNK)] or [[]]
+                if len(chunks) > MAX_PARTS:
+                    raise DownlinkError(f"{len(entries)} cards need {len(chunks)} parts; a device takes at most "
+                                        f"{MAX_PARTS} ({MAX_PARTS * LIST_CHUNK} cards)")
                 bodies = [{"type": "authlist", "dev": dev.id, "ver": ver, "full": not diff, "base": 0 if not diff else base,
                            "part": i, "parts": len(chunks), "entries": c} for i, c in enumerate(chunks)]
                 msgs += self._sign(db, dev.id, "authlist", ver, bodies, False, "authlist")

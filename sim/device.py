@@ -18,7 +18,7 @@ from sim import mpy  # noqa: E402
 # The heap budget for a simulated board. The unix port is 64-bit: every object word is 8 bytes,
 # about twice what the same objects take on the 32-bit ESP32, and .mpy code objects live in the
 # heap (frozen into an ESP32 build they stay in flash). 512k here is roughly 256 KB on an ESP32:
-# a board with PSRAM (WROVER, S3-N8R2...), which TLS and the 16 KiB downlink buffer want anyway.
+# a board with PSRAM (WROVER, S3-N8R2...). A board without PSRAM runs the firmware frozen (sim/esp32geom.py).
 # bench/heap.py measures the smallest heap a complete session needs.
 ESP32_HEAP = "512k"
 BUILD = REPO / ".venv" / "build" / "mpy"

@@ -48,7 +48,7 @@ DEFAULTS = {
         "backoff_min_ms": 1000,
         "backoff_max_ms": 60000,
         "status_s": 60,
-        "max_doc_bytes": 16384,  # larger downlink documents are dropped unread and reported
+        "max_doc_bytes": 8192,  # larger downlink documents are dropped unread and reported
     },
     "backend_key": None,  # hex SubjectPublicKeyInfo DER of the backend's P-256 key
     "key_path": "device.key",  # the private key, relative to the flash data root (where flash.py provision makes it); never published

@@ -19,7 +19,7 @@ from app import log
 from hal import clock
 
 _KEEP_CMD_IDS = const(32)
-_MAX_PARTS = const(1024)
+_MAX_PARTS = const(2048)  # 32 entries a part (backend/downlink.py): 65,536 cards
 _ID_MAX = const(64)
 
 KINDS = ("tariff", "authlist", "cmd")
@@ -45,7 +45,7 @@ class Downlink:
     """
 
     def __init__(self, dev, verify, state_path, on_tariff, on_authlist, on_command, report,
-                 stage_dir=None, max_doc=16384, now=None):
+                 stage_dir=None, max_doc=8192, now=None):
         self.dev = dev
         self.verify = verify  # compact JWS bytes -> payload bytes, raises when not genuine
         self.state_path = state_path
@@ -193,16 +193,17 @@ class Downlink:
         st = self._stage
         if st is None or ver > st["ver"]:
             self._drop_stage()
-            st = self._stage = {"ver": ver, "kind": kind, "base": base, "parts": parts, "have": set()}
+            st = self._stage = {"ver": ver, "kind": kind, "base": base, "parts": parts, "have": bytearray((parts + 7) // 8), "count": 0}
         elif ver < st["ver"]:
             raise Rejected("stale", "ver %d while collecting %d" % (ver, st["ver"]))
         elif (kind, base, parts) != (st["kind"], st["base"], st["parts"]):
             raise Rejected("malformed", "part %d disagrees with earlier parts of ver %d" % (part, ver))
-        if part in st["have"]:
+        if st["have"][part >> 3] & (1 << (part & 7)):
             return False
         self._put_part(part, doc["entries"])
-        st["have"].add(part)
-        if len(st["have"]) < parts:
+        st["have"][part >> 3] |= 1 << (part & 7)  # a bitmap: 256 B for 2,048 parts, where a set took 16 KB
+        st["count"] += 1
+        if st["count"] < parts:
             return False
         meta = {"ver": ver, "kind": kind, "base": base}
         try:
@@ -234,7 +235,10 @@ class Downlink:
         self._ram_parts = {}
         if st is None or self.stage_dir is None:
             return
-        for i in st["have"]:
+        have = st["have"]
+        for i in range(st["parts"]):
+            if not have[i >> 3] & (1 << (i & 7)):
+                continue
             try:
                 os.remove(self._part_path(i))
             except OSError:

@@ -43,7 +43,7 @@ DEFAULTS = {
     "backoff_min_ms": 1000,
     "backoff_max_ms": 60000,
     "status_s": 60,  # status is republished at most this often when it changed
-    "max_doc_bytes": 16384,  # larger downlink packets are dropped unread (and reported)
+    "max_doc_bytes": 8192,  # larger downlink packets are dropped unread (and reported); also the receive buffer
 }
 
 

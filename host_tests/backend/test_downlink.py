@@ -123,6 +123,19 @@ def test_large_full_list_is_chunked_and_applies_on_the_device(setup, tmp_path):
     assert get_file(tmp_path / "shuffled", "auth/list.bin") == get_file(tmp_path / "in-order", "auth/list.bin")
 
 
+def test_a_list_with_more_parts_than_a_device_takes_is_refused_and_nothing_is_sent(setup, tmp_path, monkeypatch):
+    import backend.downlink as downlink
+
+    _, _, down, _ = setup
+    monkeypatch.setattr(downlink, "MAX_PARTS", 3)  # as if the list had 65,537 cards
+    csv = tmp_path / "big.csv"
+    csv.write_text("token\n" + "".join("%032x\n" % (i * 7919 + 1) for i in range(3 * downlink.LIST_CHUNK + 1)))
+    sent = []
+    with pytest.raises(downlink.DownlinkError, match="at most 3"):
+        down.authlist("evc-a1", list(read_csv(csv, None)), False, sent.append)
+    assert sent == []
+
+
 @pytest.mark.parametrize("text, message", [
     ("uid,status\nzz,accepted\n", "uid"), ("token\nABC\n", "token"), ("token,status\n%s,ok\n" % TOKENS[0], "status"),
     ("name\nx\n", "header"), ("token,balance\n%s,1.5\n" % TOKENS[0], "balance"), ("token\n%s\n%s\n" % (TOKENS[0], TOKENS[0]), "twice"),
@@ -193,7 +206,7 @@ def test_cli_publishes_signed_documents_to_the_broker(broker, tmp_path, charger)
 
 
 def test_largest_authlist_part_fits_the_devices_document_bound(tmp_path):
-    """A part of LIST_CHUNK worst-case entries stays under uplink.max_doc_bytes (16 KiB) as a JWS."""
+    """A part of LIST_CHUNK worst-case entries stays under uplink.max_doc_bytes (8 KiB) as a JWS."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from backend.downlink import LIST_CHUNK
@@ -202,6 +215,6 @@ def test_largest_authlist_part_fits_the_devices_document_bound(tmp_path):
     worst = {"token": "a" * 32, "status": "accepted", "exp": 4102444800, "contract": "C" * 32,
              "balance": 2147483647, "bal_seq": 4294967295}
     doc = {"type": "authlist", "dev": "d" * 32, "ver": 1 << 40, "full": False, "base": (1 << 40) - 1,
-           "part": 1023, "parts": 1024, "entries": [worst] * LIST_CHUNK}  # the device takes at most 1024 parts
+           "part": 2047, "parts": 2048, "entries": [worst] * LIST_CHUNK}  # the device takes at most 2048 parts
     jws = sign_document(ec.generate_private_key(ec.SECP256R1()), doc)
-    assert len(jws) < 16384
+    assert len(jws) < 8192

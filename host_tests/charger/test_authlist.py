@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sim.flashfs import DOWNLINK_MP, get_file, public_hex, sign_authlist, write_messages
 
 DEV = "chg-1"
-MAX_PARTS = 1024  # parts of one list version the Downlink accepts (firmware/uplink/downlink.py, docs/protocol.md)
-PER_PART = 64  # entries per part, as the backend cuts them (backend/downlink.py LIST_CHUNK): under 16 KiB signed
+MAX_PARTS = 2048  # parts of one list version the Downlink accepts (firmware/uplink/downlink.py, docs/protocol.md)
+PER_PART = 32  # entries per part, as the backend cuts them (backend/downlink.py LIST_CHUNK): under 8 KiB signed
 
 PRELUDE = """
 import board, os
@@ -77,7 +77,7 @@ def run(mpy, tmp_path, key):
 
 def test_full_list_in_parts_and_lookup(run):
     toks, docs = full_list(3000)
-    assert len(docs) == 47
+    assert len(docs) == -(-3000 // PER_PART)
     first = run(
         f"""
 up, al = device_uplink(CONFIG, ROOT)
@@ -87,7 +87,7 @@ emit({{"done": done, "count": al.count, "ver": al.version, "events": events(up),
       "hits": [h.to_dict() for h in hits], "miss": al.lookup("00" * 16) is None,
       "staged": os.listdir(ROOT + "/alstage")}})
 """, docs).value
-    assert first["done"] == [False] * 46 + [True] and first["count"] == 3000 and first["ver"] == 1
+    assert first["done"] == [False] * (len(docs) - 1) + [True] and first["count"] == 3000 and first["ver"] == 1
     assert first["events"] == [] and first["staged"] == []
     assert all(h["status"] == "accepted" and h["contract"].startswith("C") for h in first["hits"])
     assert first["miss"]
@@ -102,7 +102,7 @@ emit({{"count": al.count, "ver": al.version, "c": al.lookup({toks[5]!r}).contrac
 
 
 def test_parts_in_any_order_give_the_same_list(run, tmp_path):
-    _, docs = full_list(700)  # 11 parts
+    _, docs = full_list(350)  # 11 parts
     shuffled = docs[:]
     random.Random(15).shuffle(shuffled)
     shuffled.insert(3, shuffled[1])  # a repeated part (QoS 1 redelivery) is ignored
@@ -114,7 +114,7 @@ emit({"done": deliver(up, MSGS[0]), "ver": al.version, "count": al.count, "event
     a = run(code, docs, root="a").value
     b = run(code, shuffled, root="b").value
     assert a["done"] == [False] * 10 + [True] and b["done"] == [False] * 11 + [True]
-    assert a["ver"] == b["ver"] == 1 and a["count"] == b["count"] == 700 and a["events"] == b["events"] == []
+    assert a["ver"] == b["ver"] == 1 and a["count"] == b["count"] == 350 and a["events"] == b["events"] == []
     for name in ("auth/list.bin", "auth/contracts.bin"):
         assert get_file(tmp_path / "a", name) == get_file(tmp_path / "b", name), name
 
@@ -147,7 +147,7 @@ emit({"too_many": too_many, "rejected": after_too_many, "at_limit": at_limit, "a
 
 
 def test_differential_add_change_delete_and_versions(run):
-    toks, docs = full_list(50, ver=5)
+    toks, docs = full_list(30, ver=5)  # one part
     diff = dict(ver=6, full=False, base=5, entries=[
         dict(token=tok(1000), status="accepted", balance=2500, bal_seq=7, contract="PRE"),
         dict(token=toks[0], status="blocked"),
@@ -171,11 +171,11 @@ emit({{"again": deliver(up, MSGS[1]), "events": events(up), "ver": al.version, "
     assert got[0]["done"] == [True, True] and got[0]["events"] == []
     assert got[0]["new"] == {"token": tok(1000), "status": "accepted", "exp": 0, "contract": "PRE",
                              "balance": 2500, "bal_seq": 7}
-    assert got[0]["blocked"] == "blocked" and got[0]["deleted"] and got[0]["count"] == 50 and got[0]["ver"] == 6
+    assert got[0]["blocked"] == "blocked" and got[0]["deleted"] and got[0]["count"] == 30 and got[0]["ver"] == 6
     assert got[1]["again"] == [False, False, False]
     assert [(e["evt"], e["reason"]) for e in got[1]["events"]] == [("downlink-rejected", "stale"),
                                                                    ("downlink-rejected", "base")]
-    assert got[1]["ver"] == 6 and got[1]["count"] == 50 and got[1]["downlink"] == 6
+    assert got[1]["ver"] == 6 and got[1]["count"] == 30 and got[1]["downlink"] == 6
 
 
 def _bad(ents: list[dict], **doc) -> list[dict]:
@@ -207,7 +207,7 @@ BAD_DOCS = {
     "signature": (lambda t, k: sign_authlist(ec.generate_private_key(ec.SECP256R1()), _bad([])), "signature", ""),
     "unsigned": (lambda t, k: ["eyJhbGciOiJub25lIn0.eyJ0eXBlIjoiYXV0aGxpc3QifQ."], "signature", ""),
     "oversized": (lambda t, k: _bad([dict(token=tok(i), status="accepted", contract="C" * 32) for i in range(200)]),
-                  "oversized", "16384"),
+                  "oversized", "8192"),
 }
 
 
