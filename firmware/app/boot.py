@@ -6,13 +6,31 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
+import sys
+
 import board
 
-from app import config, log
+from app import log
 from app.version import FW_VERSION
 from hal import clock
 
 _CONFIG_RETRY_MS = 5000
+
+
+def _config():
+    # The schema and its checks take ~7 KB of RAM: imported to validate, forgotten after (frozen,
+    # a later import is cheap). Nothing else in the firmware imports app.config.
+    from app import config
+
+    return config
+
+
+def _forget_config():
+    sys.modules.pop("app.config", None)
+    import app
+
+    if hasattr(app, "config"):
+        delattr(app, "config")
 
 
 def _safe_outputs():
@@ -29,6 +47,7 @@ async def _config_error_loop(exc, watchdog):
             if watchdog is not None:
                 watchdog.feed()
             await clock.sleep_ms(250)
+        config = _config()
         try:
             config.load(board.config_path())
         except (config.ConfigError, OSError):
@@ -46,11 +65,14 @@ def device_id(cfg):
 
 
 async def _run(watchdog, root):
+    config = _config()
     try:
         cfg = config.load(board.config_path())
     except config.ConfigError as exc:
         await _config_error_loop(exc, watchdog)
         return
+    config = None
+    _forget_config()
     from app import charger  # the composition root: imported only with a valid config
 
     await charger.run(cfg, device_id(cfg), watchdog, root)
@@ -69,10 +91,12 @@ def main():
     if _maintenance():
         log.warn("boot", "maintenance mode: no watchdog")
     else:
+        config = _config()
         try:
             timeout_ms = config.load(board.config_path())["watchdog_ms"]
         except config.ConfigError:
             timeout_ms = config.DEFAULTS["watchdog_ms"]
+        config = None
         watchdog = board.Watchdog(timeout_ms)
     try:
         while True:  # returns only when a broken config was fixed: start over with it

@@ -52,6 +52,20 @@ def error(tag, msg):
     _write("E", tag, msg)
 
 
+def out_of_memory(tag, where):
+    """A MemoryError, logged without building strings first: free the garbage, then print fixed
+    text (formatting a traceback needs the memory that just ran out). Counted, not kept in full."""
+    global oom_count
+    import gc
+
+    gc.collect()
+    oom_count += 1
+    print(clock.monotonic_ms(), "E", tag + ":", "MemoryError in", where)
+
+
+oom_count = 0
+
+
 def exception(tag, exc):
     import io
 

@@ -63,6 +63,8 @@ class Supervisor:
                 log.warn("sup", "task %s returned; restarting" % t.name)
             except asyncio.CancelledError:
                 raise
+            except MemoryError:  # survived: the task restarts after the backoff with the garbage freed
+                log.out_of_memory("sup", t.name)
             except Exception as exc:  # a crashed task must never take the charger down
                 if clock.monotonic_ms() - began >= _BACKOFF_MAX_MS:
                     backoff = _BACKOFF_MIN_MS  # it ran well for a while: a rare crash, not a crash loop

@@ -39,6 +39,61 @@ def test_crashed_task_is_logged_and_restarted():
     assert "injected crash 1" in res.stdout and "injected crash 2" in res.stdout
 
 
+HUNGRY = """
+import asyncio, gc
+from app import log
+from app.supervisor import Supervisor
+from hal import clock
+
+runs = []
+hog = []
+
+async def hungry():
+    runs.append(1)
+    if len(runs) == 1:
+        hog.extend([None] * 1500)
+        i = 0
+        for size in (1024, 64, 1):  # every block of the heap, down to the smallest: nothing to spare
+            try:
+                while True:
+                    hog[i] = bytearray(size)
+                    i += 1
+            except MemoryError:
+                pass
+        raise MemoryError("heap full")
+    hog.clear()  # the restarted task gives the memory back and works
+    while True:
+        sup.progress("hungry")
+        await clock.sleep_ms(10)
+
+async def relief():
+    # someone else lets go of the memory a little later (a buffer freed, a document applied)
+    while not log.oom_count:
+        await clock.sleep_ms(50)
+    await clock.sleep_ms(200)
+    hog.clear()
+
+async def main():
+    global sup
+    sup = Supervisor()
+    asyncio.create_task(relief())
+    sup.spawn("hungry", hungry)
+    asyncio.create_task(sup.run())
+    await clock.sleep_ms(2500)
+    emit({"runs": len(runs), "restarts": sup.restarts("hungry"), "stalled": sup.healthy(), "oom": log.oom_count})
+
+asyncio.run(main())
+"""
+
+
+def test_a_task_that_runs_out_of_memory_is_logged_and_restarted():
+    # the heap is full to the last block when the task fails: the supervisor's error path must not
+    # allocate (formatting a traceback would raise again and end the guard: the task never restarts)
+    res = mpy.run(HUNGRY, heap="96k")
+    assert res.value == {"runs": 2, "restarts": 1, "stalled": None, "oom": 1}, res.stdout
+    assert "E sup: MemoryError in hungry" in res.stdout
+
+
 def _watchdog_script(body: str) -> str:
     return textwrap.dedent(
         """
