@@ -74,6 +74,8 @@ class Charger:
         self.plug_pin = plug_pin
         self.start_wh = start_wh
         self.heap = ESP32_HEAP  # bench/heap.py bisects this
+        self.micropython: str | None = None  # an interpreter with the firmware frozen in (sim/esp32geom.py)
+        self.env: dict[str, str] = {}  # more environment for the device process
         self.meter: MeterPeer | None = None
         self.nfc: Pn532Emulator | None = None
         self.ev: EV | None = None
@@ -129,7 +131,8 @@ emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")
         env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed)}
         if self.speed > 1:
             env["EVC_CLOCK_SPEED"] = str(self.speed)
-        self.dev = DeviceProcess(self.root, self.config, heap=self.heap, env=env, name=self.name)
+        self.dev = DeviceProcess(self.root, self.config, heap=self.heap, env={**env, **self.env}, name=self.name,
+                                 micropython=self.micropython)
         self.dev.start()
         self.boots += 1
         self.dev.wait_for(r"charger: ready", timeout=60)

@@ -99,7 +99,8 @@ class DeviceProcess:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=mpy.mpy_env(env), cwd=str(main.parent),
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         return self
 
     def _pump(self) -> None:
@@ -148,13 +149,21 @@ class DeviceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._drain()
         return self.proc.returncode
+
+    def _drain(self) -> None:
+        # the process is gone: wait until its last lines (the interpreter's exit report) are read
+        pump = getattr(self, "_pump_thread", None)
+        if pump is not None:
+            pump.join(5)
 
     def power_cut(self) -> None:
         """Kill -9: no clean-up runs, as when the power goes."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._drain()
 
     def pin(self, name: str) -> int:
         try:

@@ -24,6 +24,7 @@ from billing.tariff import TariffSet
 from hal import clock
 
 _STATUS_MS = getattr(board, "STATUS_MS", 10000)  # the host board lets tests shorten it
+_HEAP_REPORT = getattr(board, "HEAP_REPORT", 0)  # the host board's heap tests read mem_info's block counts
 _CONTROL_MS = 1000
 _BOOT_METER_MS = 10000  # how long boot recovery waits for the meter before closing at the checkpoint
 
@@ -235,6 +236,10 @@ async def run(cfg, dev, watchdog, root=None):
             log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms heap=%d"
                      % (dev, s["state"], seq, seq - journal.acked_seq(), s.get("wh", 0), s.get("cost", 0),
                         sup.max_lag_ms, gc.mem_alloc()))
+            if _HEAP_REPORT:
+                import micropython
+
+                micropython.mem_info()  # "max free sz": the largest free block, for fragmentation
             sup.progress("status")
             await clock.sleep_ms(_STATUS_MS)
 
