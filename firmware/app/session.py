@@ -93,6 +93,7 @@ class Controller:
         self.ledger = ledger
         self.on_event = on_event or (lambda kind, data: None)
         self.on_record = on_record or (lambda seq: None)
+        self.heap_at_seal = 0
         self.state = IDLE
         self.session = None
         self.refusal = None  # why new sessions are refused (journal full), for status
@@ -313,6 +314,7 @@ class Controller:
         seq = f["seq"]
         if not s.committed:
             gc.collect()  # sealing builds strings of a few KB: give it the largest free blocks
+            self.heap_at_seal = gc.mem_alloc()  # live heap just before signing (logged, benchmarked)
             payload, signed = record.seal(self.key, f)
             if s.available is not None and self.ledger is not None and not s.booked:
                 # booked first: a power cut before the commit re-closes the session under this
@@ -322,9 +324,9 @@ class Controller:
             self.journal.commit_record(seq, payload, signed, s.sid)
             s.committed = True
         cost = f["cost"]
-        log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) flags=%s"
+        log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) heap=%d flags=%s"
                  % (seq, reason, f["stop"]["wh"] - f["start"]["wh"], cost["incl"], cost["currency"], s.sid,
-                    ",".join(f["flags"])))
+                    self.heap_at_seal, ",".join(f["flags"])))
         self.on_record(seq)
 
     def _record_fields(self, s, reason, stop_t, stop_tq, stop_wh, flags):

@@ -1,0 +1,96 @@
+"""The firmware frozen on the 32-bit interpreter with the ESP32's heap geometry (56k first area,
+growth from an IDF budget): the least budget the scripted short day needs, the peak GC heap, the
+live heap after boot and before signing, garbage per session and fragmentation over 300 sessions."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.common import Row
+from sim import esp32geom as geom
+from sim import soak
+from sim.broker import Broker
+
+TITLE = "ESP32 heap geometry: the firmware frozen, 56k + an IDF budget (sim/esp32geom.py)"
+
+RUNS_PER_STEP = 3
+LO, HI, STEP = 16 * 1024, 112 * 1024, 4 * 1024
+SOAK_SESSIONS = 300
+SOAK_BUDGET = 96 * 1024
+
+
+def short_day(binary: Path, budget: int | None) -> tuple[bool, int | None]:
+    """(passed, peak IDF bytes taken) for the short scripted day at this budget (None: unlimited)."""
+    from sim import day as simday
+    from sim.world import World
+
+    saved = os.environ.get("ESP32GEOM_IDF_HEAP")
+    if budget is None:
+        os.environ.pop("ESP32GEOM_IDF_HEAP", None)
+    else:
+        os.environ["ESP32GEOM_IDF_HEAP"] = str(budget)
+    ok, peaks = False, []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            world = World(Path(tmp), echo=False, micropython=str(binary), heap=geom.STOCK_HEAP)
+            try:
+                simday._play_short(world)
+                ok, _ = simday.report(world, quiet=True)
+            except Exception:  # out of memory shows as a stuck or crashed charger
+                ok = False
+            finally:
+                chargers = list(world.chargers.values())
+                world.stop()
+            peaks = [geom.peak(c.dev.output()) for c in chargers if c.dev is not None]
+    finally:
+        if saved is None:
+            os.environ.pop("ESP32GEOM_IDF_HEAP", None)
+        else:
+            os.environ["ESP32GEOM_IDF_HEAP"] = saved
+    peak = max((p[0] for p in peaks if p), default=None)
+    return ok, peak
+
+
+def run() -> list[Row]:
+    why = geom.unavailable()
+    if why:
+        return [Row("esp32geom", "not measured", "-", "", why)]
+    binary = geom.build()
+    ok, peak = short_day(binary, None)
+    if not ok:
+        raise RuntimeError("the short day fails even with an unlimited budget")
+    lo, hi = LO, HI  # invariant: fails at lo, passes RUNS_PER_STEP times at hi
+    trials = 1
+    while hi - lo > STEP:
+        mid = (lo + hi) // 2 // 1024 * 1024
+        passed = True
+        for _ in range(RUNS_PER_STEP):
+            trials += 1
+            if not short_day(binary, mid)[0]:
+                passed = False
+                break
+        lo, hi = (lo, mid) if passed else (mid, hi)
+    rows = [
+        Row("short day", "least IDF budget that passes 3 runs of 3", hi, "bytes",
+            f"fails at {lo}; {trials} runs; goal {geom.STOCK_IDF_BUDGET} (a stock ESP32 keeping ~40 KB for WiFi + TLS)"),
+        Row("short day", "peak GC heap, unlimited budget", 56 * 1024 + (peak or 0), "bytes",
+            f"56 KiB first area + {peak} B taken from the IDF heap; goal 80 KiB"),
+    ]
+    with tempfile.TemporaryDirectory() as tmp, Broker() as broker:
+        r = soak.run(Path(tmp), broker.url, SOAK_SESSIONS, SOAK_BUDGET, micropython=str(binary))
+    if r.memory_errors or r.stored != SOAK_SESSIONS:
+        raise RuntimeError(f"soak failed: {r.memory_errors} MemoryError lines, {r.stored} records stored")
+    n = SOAK_SESSIONS
+    rows += [
+        Row("soak", "live heap after boot (uplink connected)", r.heap_after_boot, "bytes", "after a collection"),
+        Row("soak", "live heap just before signing (max)", max(r.heap_at_seal), "bytes",
+            f"over {n} sessions, after the collection before sealing"),
+        Row("soak", "garbage per session", r.garbage_per_session, "bytes",
+            "bytes allocated per session (mem_info total), signing included"),
+        Row("soak", "largest free block after session 1", r.free_after[1], "bytes", "best of 3 idle reports"),
+        Row("soak", f"largest free block after session {n}", r.free_after[n], "bytes",
+            f"{100 * r.free_after[n] // max(1, r.free_after[1])} % of the first (goal >= 80 %)"),
+        Row("soak", "IDF heap taken at most", r.peak_idf or 0, "bytes", f"budget {SOAK_BUDGET}; {n} sessions, uplink on"),
+    ]
+    return rows
