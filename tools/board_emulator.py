@@ -13,6 +13,12 @@ land in that folder and imports come from what was deployed there, as on a real 
 With littlefs_kb=N the flash is instead an N KiB LittleFS image (flash.img in that folder),
 size-limited like the ESP32's, for flash-full tests.
 
+With frozen=DIR the board runs a frozen firmware image (boards/esp32/manifest.py on a real
+board): the modules in DIR import without any file on the board's filesystem. DIR is mounted
+read-only at /.frozen-image, which sys.path lists right after MicroPython's own ".frozen"; the
+filesystem ("") comes first, as on an ESP32, so a deployed file of the same name shadows a frozen
+module. `frozen_image(manifest, DIR)` lays DIR out from a manifest (--frozen-manifest).
+
 Differences from a real board, on purpose: output nobody reads is dropped after 64 KiB (a UART
 drops it at once); the friendly REPL runs one line at a time; mpremote's `mount` (which needs the
 device's stdin) is not supported.
@@ -77,6 +83,10 @@ else:  # the folder itself is the flash
     vfs.umount("/")
     vfs.mount(_Flash(os.getenv("EMU_FLASH")), "/")
 os.chdir("/")
+_img = os.getenv("EMU_FROZEN")
+if _img:  # the frozen image's stand-in: after ".frozen", behind the filesystem
+    vfs.mount(vfs.VfsPosix(_img), "/.frozen-image", readonly=True)
+    sys.path.insert(sys.path.index(".frozen") + 1, "/.frozen-image")
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer
 _IDLE = b"\x00\x1bEMU-IDLE\x1b\x00"
@@ -183,7 +193,8 @@ class BoardEmulator:
 
     def __init__(self, flash_dir: Path | str, *, heap: str = "2M", run_main: bool = True,
                  raw_paste: bool = True, env: dict[str, str] | None = None,
-                 echo: bool = False, micropython: str | None = None, littlefs_kb: int | None = None):
+                 echo: bool = False, micropython: str | None = None, littlefs_kb: int | None = None,
+                 frozen: Path | str | None = None):
         self.flash_dir = Path(flash_dir).resolve()
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.heap = heap
@@ -193,6 +204,7 @@ class BoardEmulator:
         self.echo = echo
         self.micropython = micropython or _micropython()
         self.littlefs_kb = littlefs_kb  # None: the folder is the flash; N: an N KiB LittleFS in flash.img
+        self.frozen = Path(frozen).resolve() if frozen else None  # modules frozen into the "image"
         self.resets = {"soft": 0, "hard": 0}
         self._events: queue.Queue = queue.Queue()
         self._agent: subprocess.Popen | None = None
@@ -244,9 +256,11 @@ class BoardEmulator:
     def _start_agent(self, mode: str) -> None:
         self._gen += 1
         env = dict(os.environ)
-        # "lib", not "/lib": VfsPosix with a root fails import lookups on absolute paths (unix port 1.29)
-        env.update({"MICROPYPATH": ".frozen::lib", "EMU_FLASH": str(self.flash_dir), "EMU_BOOT": mode,
-                    "EMU_RUN_MAIN": "1" if self.run_main else "0", "EMU_LFS_KB": str(self.littlefs_kb or "")})
+        # sys.path as on an ESP32: the filesystem, the frozen modules, lib. "lib", not "/lib": VfsPosix
+        # with a root fails import lookups on absolute paths (unix port 1.29)
+        env.update({"MICROPYPATH": ":.frozen:lib", "EMU_FLASH": str(self.flash_dir), "EMU_BOOT": mode,
+                    "EMU_RUN_MAIN": "1" if self.run_main else "0", "EMU_LFS_KB": str(self.littlefs_kb or ""),
+                    "EMU_FROZEN": str(self.frozen or "")})
         env.update(self.env)
         self._agent = subprocess.Popen(
             [self.micropython, "-X", f"heapsize={self.heap}", "-c", AGENT],
@@ -490,22 +504,52 @@ class BoardEmulator:
             self._write(bytes([byte]))
 
 
+def frozen_image(manifest: Path | str, dest: Path | str) -> Path:
+    """Lay out in dest the modules a manifest freezes from this repository (package() and
+    module(); what include() and require() bring is left out), for BoardEmulator(frozen=dest)."""
+    if str(_REPO) not in sys.path:
+        sys.path.insert(0, str(_REPO))
+    from tools.flashkit.image import manifest_files
+
+    dest = Path(dest)
+    for frozen_path, src in manifest_files(Path(manifest)):
+        target = dest / frozen_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(src.read_bytes())
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flash", type=Path, required=True, help="folder that plays the board's flash")
     parser.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
     parser.add_argument("--no-main", action="store_true", help="do not run main.py after a reset")
     parser.add_argument("--echo", action="store_true", help="also print what the board prints")
+    image = parser.add_mutually_exclusive_group()
+    image.add_argument("--frozen", type=Path, help="folder of modules that play a frozen firmware image")
+    image.add_argument("--frozen-manifest", type=Path,
+                       help="emulate the image this manifest builds, e.g. boards/host/manifest.py")
     args = parser.parse_args(argv)
+    frozen = args.frozen
+    scratch = None
+    if args.frozen_manifest:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="frozen-image-")
+        frozen = frozen_image(args.frozen_manifest, scratch.name)
     emulator = BoardEmulator(args.flash, heap=args.heap, run_main=not args.no_main, echo=args.echo,
-                             env={"EVC_ROOT": "/evc"}).start()
-    print(f"board emulator on {emulator.port} (flash: {emulator.flash_dir}); Ctrl-C to stop", flush=True)
+                             env={"EVC_ROOT": "/evc"}, frozen=frozen).start()
+    print(f"board emulator on {emulator.port} (flash: {emulator.flash_dir}"
+          + (f"; frozen image: {frozen}" if frozen else "") + "); Ctrl-C to stop", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly (the scratch image too)
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         emulator.stop()
+        if scratch is not None:
+            scratch.cleanup()
     return 0
 
 

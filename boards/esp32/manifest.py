@@ -1,14 +1,19 @@
-# Freeze the charger firmware into a custom MicroPython build for the ESP32 (docs/flashing.md,
-# "When to freeze"). From a MicroPython checkout:
+# The frozen firmware image: how the firmware ships to ESP32 boards (docs/flashing.md, "The frozen
+# image"). Build it with
 #
-#   cd ports/esp32
-#   make BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/repo/boards/esp32/manifest.py
+#   python tools/flash.py build-image --micropython PATH/TO/micropython --board esp32-devkitc
+#
+# which runs MicroPython's own build in that checkout (ESP-IDF exported in the shell):
+#
+#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/repo/boards/esp32/manifest.py
 #   (BOARD=ESP32_GENERIC_S3 for the ESP32-S3-DevKitC-1; the Olimex ESP32-POE is ESP32_GENERIC)
 #
 # Frozen bytecode runs from flash and takes no RAM for code. Relative paths below are resolved
-# from this file's folder. main.py is not frozen: `tools/flash.py deploy --frozen` copies it,
-# config.json and board.txt only. A .py/.mpy on the filesystem shadows a frozen module of the
-# same name (the filesystem comes first on sys.path): that is how a hotfix is tried on one board.
+# from this file's folder. main.py is not frozen (MicroPython runs it as a file): on a board with
+# this image `tools/flash.py deploy` copies main.py, board.txt and the config only, and removes
+# firmware .py/.mpy files left on the filesystem, which come first on sys.path and would shadow the
+# frozen modules (even an empty folder /app hides the frozen app package). `deploy --dev` copies
+# the firmware as .mpy files over the image on purpose (development, boards with PSRAM).
 
 include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules (asyncio, ...)
 require("umqtt.simple")  # micropython-lib: the uplink's MQTT client

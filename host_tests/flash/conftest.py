@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools import flash
-from tools.board_emulator import BoardEmulator
+from tools.board_emulator import BoardEmulator, frozen_image
 
 REPO = Path(__file__).resolve().parents[2]
 LIB_DIR = REPO / ".venv" / "mplib"
@@ -28,6 +28,19 @@ def source(tmp_path_factory) -> Path:
 @pytest.fixture
 def emulator(tmp_path):
     with BoardEmulator(tmp_path / "flash", run_main=False, env={"EVC_ROOT": "/evc"}) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def frozen_dir(source, tmp_path_factory) -> Path:
+    """What boards/host/manifest.py freezes (the firmware and the host board layer), laid out for
+    BoardEmulator(frozen=...): a board running a frozen firmware image."""
+    return frozen_image(source / "boards" / "host" / "manifest.py", tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture
+def frozen_emulator(tmp_path, frozen_dir):
+    with BoardEmulator(tmp_path / "flash", run_main=False, env={"EVC_ROOT": "/evc"}, frozen=frozen_dir) as emu:
         yield emu
 
 

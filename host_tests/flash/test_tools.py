@@ -147,8 +147,11 @@ def test_port_busy(emulator, capsys):
 
 
 def test_wrong_micropython_version(emulator):
+    failed = Device(emulator.port, min_version=(9, 0, 0))
     with pytest.raises(FlashError, match="wrong MicroPython version.*needs MicroPython 9.0.0 or newer"):
-        Device(emulator.port, min_version=(9, 0, 0)).open()
+        failed.open()
+    with Device(emulator.port) as dev:  # the failed session let go of the port (and its lock)
+        assert dev.info["impl"] == "micropython"
 
 
 def test_not_a_micropython_board(tmp_path):

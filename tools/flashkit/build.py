@@ -73,6 +73,28 @@ def sources(board: str, firmware: Path = FIRMWARE, boards: Path = BOARDS) -> lis
     return out
 
 
+def module_top(path: str) -> str | None:
+    """The top-level module or package a device file belongs to, as `import` finds it:
+    "/app/boot.mpy" -> "app", "/board.py" -> "board", "/lib/umqtt/simple.py" -> "umqtt";
+    None for what is not a module ("/board.txt")."""
+    rel = path.lstrip("/")
+    if rel.startswith("lib/"):
+        rel = rel[len("lib/"):]
+    top, sep, _rest = rel.partition("/")
+    if sep:
+        return top
+    for ext in (".py", ".mpy"):
+        if top.endswith(ext):
+            return top[: -len(ext)]
+    return None
+
+
+def module_tops(paths: list[str]) -> set[str]:
+    """Top-level names of the modules among paths, without main and boot: MicroPython runs those
+    as files from the filesystem (and importing main would start the charger)."""
+    return {t for t in map(module_top, paths) if t is not None} - {"main", "boot"}
+
+
 def library_sources(names: list[str], lib_dir: Path) -> list[tuple[str, Path]]:
     out = []
     for name in names:

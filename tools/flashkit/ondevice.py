@@ -50,6 +50,7 @@ def _evc_info():
         "watchdog": bool(board and hasattr(board, "watchdog_armed") and board.watchdog_armed()),
         "maintenance_flag": getattr(board, "MAINTENANCE_FLAG", None) if board else None,
         "flash": _evc_statvfs("/"),
+        "heap": gc.mem_free() + gc.mem_alloc(),  # PSRAM boards: megabytes; an ESP32-WROOM-32: ~100 KiB
     }
     if info["maintenance_flag"]:
         info["maintenance"] = _evc_exists(info["maintenance_flag"])
@@ -113,6 +114,117 @@ def _evc_has_module(name):
         _evc_say(True)
     except ImportError:
         _evc_say(False)
+
+
+# ---- the frozen image: modules frozen into MicroPython (boards/esp32/manifest.py) import through
+# the virtual sys.path entry ".frozen" and have no file on the filesystem. The filesystem entry
+# "" comes first on sys.path, so a file or folder of the same name there shadows them.
+def _evc_frozen_entries():
+    # ".frozen" on a board; the board emulator mounts its stand-in image at "/.frozen-image"
+    return [p for p in sys.path if p.lstrip("/").startswith(".frozen")]
+
+
+def _evc_in_image(fn):
+    # fn() with only the image on sys.path; sys.path and sys.modules are left as they were
+    path = list(sys.path)
+    image = _evc_frozen_entries()
+    mods = dict(sys.modules)
+    try:
+        sys.path.clear()
+        sys.path.extend(image)
+        return fn()
+    finally:
+        sys.path.clear()
+        sys.path.extend(path)
+        for k in list(sys.modules):
+            if k not in mods:
+                del sys.modules[k]
+        sys.modules.update(mods)
+        gc.collect()
+
+
+def _evc_image_has(name):
+    top = name.split(".")[0]
+    for k in list(sys.modules):  # a copy loaded from the filesystem would answer for the image
+        if k == top or k.startswith(top + "."):
+            del sys.modules[k]
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    except MemoryError:
+        raise
+    except Exception:  # there, but its top-level code failed here: it is frozen all the same
+        pass
+    return True
+
+
+def _evc_image_fw():
+    try:
+        _evc_image_has("app.version")
+        return sys.modules["app.version"].FW_VERSION
+    except (KeyError, AttributeError):
+        return None
+
+
+def _evc_running_from():
+    # where the firmware the charger imports comes from: the image, or files shadowing it
+    try:
+        import app
+    except ImportError:
+        return None
+    where = getattr(app, "__path__", "")
+    for entry in _evc_frozen_entries():
+        if where.startswith(entry + "/"):
+            return "frozen"
+    return "filesystem"
+
+
+def _evc_image_info(names):
+    frozen = _evc_in_image(lambda: [n for n in names if _evc_image_has(n)])
+    return {"frozen": frozen, "fw": _evc_in_image(_evc_image_fw) if "app" in frozen else None,
+            "running": _evc_running_from()}
+
+
+def _evc_image(names):
+    _evc_say(_evc_image_info(names))
+
+
+def _evc_shadows(names):
+    # files and folders in / that shadow these frozen modules: NAME.py, NAME.mpy, NAME/...
+    files, dirs = [], []
+
+    def walk(d):
+        for entry in os.ilistdir(d):
+            p = d + "/" + entry[0]
+            if entry[1] == 0x4000:
+                walk(p)
+                dirs.append(p)  # after its contents: removable in this order
+            else:
+                files.append(p)
+
+    for name in names:
+        for ext in (".py", ".mpy"):
+            if _evc_exists("/" + name + ext):
+                files.append("/" + name + ext)
+        try:
+            if os.stat("/" + name)[0] & 0x4000:
+                walk("/" + name)
+                dirs.append("/" + name)
+        except OSError:
+            pass
+    _evc_say({"files": files, "dirs": dirs})
+
+
+def _evc_rmdirs(dirs):
+    gone = []
+    for d in dirs:
+        try:
+            os.rmdir(d)
+            gone.append(d)
+        except OSError:
+            pass
+    _evc_say(gone)
 
 
 def _evc_read_text(path):
@@ -214,6 +326,7 @@ def _evc_status():
     if board and getattr(board, "MAINTENANCE_FLAG", None):
         st["maintenance"] = _evc_exists(board.MAINTENANCE_FLAG)
     st["journal"] = _evc_journal_summary(root, cfg) if board else None
+    st["image"] = _evc_image_info(["app"])
     _evc_say(st)
 
 
