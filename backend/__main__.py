@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     stop = leaf(cmd, "stop", "remote stop of the running session")
     stop.add_argument("device")
     stop.add_argument("--ttl", type=int, default=300, help="seconds the command stays valid")
+    tcmd = leaf(cmd, "time", "send the backend's time (a device with no time source, docs/protocol.md)")
+    tcmd.add_argument("device")
+    tcmd.add_argument("--ttl", type=int, default=60, help="seconds the command stays valid")
 
     keys = sub.add_parser("keys", help="backend key pair and site secret").add_subparsers(dest="action", required=True)
     kinit = leaf(keys, "init", "create the backend key pair and the site secret")

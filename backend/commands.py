@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         token = args.token or card_token(keys.site_secret(), bytes.fromhex(args.uid))
         print(f"{token} balance {downlinks.credit(token, args.amount)}")
         return 0
+    elif args.command == "cmd" and args.action == "time":
+        # t: the backend's clock when signing; the device takes it as its time while it has no
+        # fresher SNTP sync (docs/protocol.md); exp = t + ttl bounds how late it may act on it
+        msgs = downlinks.command(args.device, "time", publish, ttl_s=args.ttl, t=int(downlinks.clock()))
     elif args.command == "cmd":
         msgs = downlinks.command(args.device, args.action, publish, ttl_s=args.ttl)
     elif args.command == "export":

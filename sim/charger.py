@@ -63,7 +63,8 @@ BASE_CONFIG = {
 
 class Charger:
     def __init__(self, root: Path, name: str, config: dict | None = None, speed: int = 1, power_w: int = 360000,
-                 plug_pin: str | None = None, start_wh: int = 1_000_000, broker: str | None = None):
+                 plug_pin: str | None = None, start_wh: int = 1_000_000, broker: str | None = None,
+                 time_quality: str = "S"):
         self.root = Path(root)
         self.name = name
         self.overrides = config or {}
@@ -76,6 +77,9 @@ class Charger:
         self.heap = ESP32_HEAP  # bench/heap.py bisects this
         self.micropython: str | None = None  # an interpreter with the firmware frozen in (sim/esp32geom.py)
         self.env: dict[str, str] = {}  # more environment for the device process
+        # the host board's clock at boot: S the OS's (synchronized), U unknown as after a power-up
+        # (then SNTP, time.ntp, or the backend's time command sets it)
+        self.time_quality = time_quality
         self.meter: MeterPeer | None = None
         self.nfc: Pn532Emulator | None = None
         self.ev: EV | None = None
@@ -128,7 +132,7 @@ emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")
 """).value
 
     def boot(self) -> "Charger":
-        env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed)}
+        env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed), "EVC_TIME_QUALITY": self.time_quality}
         if self.speed > 1:
             env["EVC_CLOCK_SPEED"] = str(self.speed)
         self.dev = DeviceProcess(self.root, self.config, heap=self.heap, env={**env, **self.env}, name=self.name,

@@ -207,6 +207,11 @@ class MeterPeer:
         with self._lock:
             self._faults.extend([(kind, kw)] * count)
 
+    def clear_faults(self) -> None:
+        """The meter answers again."""
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self):
         with self._lock:
             return self._faults.popleft() if self._faults else None

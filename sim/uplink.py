@@ -31,7 +31,7 @@ class DeviceRun:
         self.proc = subprocess.Popen(
             [*mpy.command(mpy.MP_SUPPORT / "uplink_rig.py", self.heap), path],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env=mpy.mpy_env(),
+            env=mpy.mpy_env({"EVC_TIME_QUALITY": "S"}),
         )
         threading.Thread(target=self._pump, daemon=True).start()
         return self

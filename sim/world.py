@@ -149,7 +149,7 @@ emit(k.public_pem())
 
     def boot(self) -> None:
         env = {"EVC_CLOCK_SPEED": str(self.world.speed), "EVC_CLOCK_OFFSET_S": str(self.world.offset),
-               "EVC_STATUS_MS": str(2000 * self.world.speed)}
+               "EVC_STATUS_MS": str(2000 * self.world.speed), "EVC_TIME_QUALITY": "S"}
         self.dev = DeviceProcess(self.root, self.config, heap=self.world.heap or ESP32_HEAP, env=env, echo=False,
                                  name=self.name, micropython=self.world.micropython)
         self.dev.start()

@@ -1,5 +1,8 @@
 # A file-backed block device for LittleFS on the host (the extended block protocol with
 # offsets, as vfs.VfsLfs2 uses it). Subclasses in tests cut the power at a chosen write.
+# It counts program operations (writes) and block erases; with $EVC_FLASH_STATS naming a host
+# file, the counts are also kept there ("writes erases", rewritten after each one) for
+# bench/flashwrites.py to read while the device runs.
 import os
 
 _IOCTL_BLOCK_COUNT = 4
@@ -24,7 +27,19 @@ class FileBlockDevice:
                     f.write(chunk)
         self._file = open(path, "r+b")
         self._erased = b"\xff" * block_size  # allocated once: erases happen while the heap is busy
-        self.writes = 0
+        self.writes = 0  # program operations (writeblocks calls)
+        self.erases = 0
+        stats = os.getenv("EVC_FLASH_STATS")
+        self._stats = open(stats, "wb") if stats else None
+
+    def _count(self):
+        if self._stats is not None:
+            try:
+                self._stats.seek(0)
+                self._stats.write(b"%d %d\n" % (self.writes, self.erases))  # counts only grow
+                self._stats.flush()
+            except (OSError, MemoryError):
+                pass
 
     def readblocks(self, block, buf, offset=0):
         self._file.seek(block * self.block_size + offset)
@@ -37,6 +52,7 @@ class FileBlockDevice:
         self._file.seek(block * self.block_size + offset)
         self._file.write(buf)
         self._file.flush()
+        self._count()
 
     def ioctl(self, op, arg):
         if op == _IOCTL_BLOCK_COUNT:
@@ -47,8 +63,12 @@ class FileBlockDevice:
             self._file.seek(arg * self.block_size)
             self._file.write(self._erased)
             self._file.flush()
+            self.erases += 1
+            self._count()
             return 0
         return 0
 
     def close(self):
         self._file.close()
+        if self._stats is not None:
+            self._stats.close()

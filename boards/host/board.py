@@ -6,7 +6,8 @@
 #   pins/NAME    one file per pin: "0" or "1"; outputs written here, inputs read from here,
 #                so tests and the simulator see the relay and can plug the EV in.
 # Clock controls for the simulator: $EVC_CLOCK_SPEED (device time runs N times faster),
-# $EVC_TIME_QUALITY (S, I or U at boot), $EVC_CLOCK_OFFSET_S (shift the wall clock).
+# $EVC_TIME_QUALITY (S, I or U at boot; default U: a board powered up with no network, whose
+# time comes from SNTP or the backend), $EVC_CLOCK_OFFSET_S (shift the wall clock; S and I only).
 # Test hooks: $EVC_STATUS_MS (status line interval), ROOT/inject/NAME (crash task NAME once).
 import os
 import sys
@@ -42,9 +43,26 @@ def _ensure_dir(path):
         pass
 
 
+_POWER_UP_EPOCH = 946684800  # 2000-01-01: where an ESP32's RTC starts after power-up
+NTP_DEFAULT = ()  # time.ntp null: no servers here (the tests and the simulator bring their own)
+
+
 def rtc_quality():
-    # The host's clock is kept by the OS (NTP); tests can pretend it was never set.
-    return os.getenv("EVC_TIME_QUALITY") or "S"
+    # Like a board after power-up: unknown until SNTP or the backend sets it. Tests and the
+    # simulator that want the OS's clock (kept by the OS's NTP) say S or I.
+    q = os.getenv("EVC_TIME_QUALITY") or "U"
+    if q not in ("S", "I", "U"):
+        raise ValueError("EVC_TIME_QUALITY must be S, I or U, got %r" % q)
+    return q
+
+
+def rtc_epoch():
+    """The wall clock at boot: the OS's when $EVC_TIME_QUALITY says it is set, else a never-set RTC."""
+    import time
+
+    if rtc_quality() == "U":
+        return _POWER_UP_EPOCH
+    return time.time_ns() // 1000000000
 
 
 def config_path():

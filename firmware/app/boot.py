@@ -15,6 +15,7 @@ from app.version import FW_VERSION
 from hal import clock
 
 _CONFIG_RETRY_MS = 5000
+_FAULT_REPEAT_MS = 60000
 
 
 def _config():
@@ -43,10 +44,7 @@ def _safe_outputs():
 async def _config_error_loop(exc, watchdog):
     while True:
         log.error("boot", "CONFIG ERROR %s; charging disabled until config.json is fixed" % exc)
-        for _ in range(_CONFIG_RETRY_MS // 250):
-            if watchdog is not None:
-                watchdog.feed()
-            await clock.sleep_ms(250)
+        await clock.sleep_ms(_CONFIG_RETRY_MS)  # no watchdog is armed before the supervisor runs
         config = _config()
         try:
             config.load(board.config_path())
@@ -73,9 +71,30 @@ async def _run(watchdog, root):
         return
     config = None
     _forget_config()
-    from app import charger  # the composition root: imported only with a valid config
+    try:
+        from app import charger  # the composition root: imported only with a valid config
 
-    await charger.run(cfg, device_id(cfg), watchdog, root)
+        await charger.run(cfg, device_id(cfg), watchdog, root)
+    except Exception as exc:  # the key, the tariff, the CA, a board part: wait, never reboot-loop
+        await _fault_loop(exc)
+
+
+async def _fault_loop(exc):
+    """A charger that cannot be built: relay open, the fault LED lit, the reason on the console and
+    in the log every minute; no watchdog armed, no reboot (it would only fail the same way)."""
+    _safe_outputs()
+    log.exception("boot", exc)
+    led = None
+    try:
+        led = board.pin("led_fault", 0)
+    except Exception:
+        pass
+    reason = "%s: %s" % (type(exc).__name__, exc)
+    while True:
+        if led is not None:
+            led.on()
+        log.error("boot", "FAULT %s; charging disabled until fixed" % reason)
+        await clock.sleep_ms(_FAULT_REPEAT_MS)
 
 
 def _maintenance():
@@ -88,6 +107,7 @@ def main():
     log.attach(root + "/log.txt")
     log.info("boot", "firmware %s on board %s, flash at %s" % (FW_VERSION, board.NAME, root))
     watchdog = None
+    armed = []
     if _maintenance():
         log.warn("boot", "maintenance mode: no watchdog")
     else:
@@ -97,7 +117,11 @@ def main():
         except config.ConfigError:
             timeout_ms = config.DEFAULTS["watchdog_ms"]
         config = None
-        watchdog = board.Watchdog(timeout_ms)
+
+        def watchdog():  # armed by the supervisor when its loop starts (app/supervisor.py)
+            if not armed:  # once: a run after a fixed config feeds the same one
+                armed.append(board.Watchdog(timeout_ms))
+            return armed[0]
     try:
         while True:  # returns only when a broken config was fixed: start over with it
             asyncio.run(_run(watchdog, root))
@@ -105,5 +129,7 @@ def main():
         log.info("boot", "stopped")
     finally:
         _safe_outputs()
-        if watchdog is not None and hasattr(watchdog, "stop"):
-            watchdog.stop()
+        log.flush()  # warnings still batched in RAM go to flash
+        for w in armed:
+            if hasattr(w, "stop"):
+                w.stop()

@@ -29,28 +29,29 @@ _CONTROL_MS = 1000
 _BOOT_METER_MS = 10000  # how long boot recovery waits for the meter before closing at the checkpoint
 
 
-def free_tariffs(cfg):
-    """Until the backend pushes a tariff: charging is free, and the record says tariff "none"."""
-    return TariffSet.from_doc({
-        "v": 1, "ver": 0, "tz": cfg["tz"], "default": "none", "contracts": {},
-        "tariffs": {"none": {"id": "none", "currency": cfg["currency"], "minor": 2,
-                             "elements": [{"c": [["FLAT", 0, None, 1]]}]}},
-    })
-
-
 class Tariffs:
-    """The current tariff document, kept on flash (written atomically) across reboots."""
+    """The current tariff document, kept on flash (written atomically) across reboots.
+
+    Missing or damaged, it never means free charging: current is the config's explicit
+    `fallback_tariff` document, or None, and then new sessions are refused ("tariff-missing")
+    until the backend's document arrives (the uplink is told to apply even the version it had).
+    """
 
     def __init__(self, path, cfg):
         self.path = path
-        self.current = free_tariffs(cfg)
+        self.current = None
+        self.missing = None  # why the stored document is not in use ("absent", "damaged")
         try:
             with open(path) as f:
                 self.current = TariffSet.from_doc(json.load(f))
         except OSError:
-            pass
-        except Exception as exc:  # a damaged file must not stop the charger: free until replaced
-            log.error("tariff", "stored tariff unusable (%s); using none until the backend sends one" % exc)
+            self.missing = "absent"
+        except Exception as exc:
+            self.missing = "damaged"
+            log.error("tariff", "stored tariff unusable (%s); waiting for the backend's" % exc)
+        if self.current is None and cfg.get("fallback_tariff"):
+            self.current = TariffSet.from_doc(cfg["fallback_tariff"])  # validated with the config
+            log.warn("tariff", "no stored tariff: the configured fallback_tariff prices sessions")
 
     def __call__(self):
         return self.current
@@ -62,6 +63,7 @@ class Tariffs:
             json.dump(doc, f)
         os.rename(tmp, self.path)
         self.current = tset
+        self.missing = None
         log.info("tariff", "tariff document version %d applied" % tset.ver)
 
 
@@ -110,19 +112,6 @@ class _NoMeter:
 
     def fresh(self, max_age_ms=None):
         return None
-
-
-async def _first_reading(meter):
-    if meter is None:
-        return None
-    until = clock.deadline(_BOOT_METER_MS)
-    while not clock.expired(until):
-        try:
-            return await meter.poll()
-        except Exception as exc:
-            log.warn("boot", "meter not answering yet: %s" % exc)
-        await clock.sleep_ms(500)
-    return None
 
 
 async def run(cfg, dev, watchdog, root=None):
@@ -192,17 +181,22 @@ async def run(cfg, dev, watchdog, root=None):
     def on_command(doc):
         if doc.get("cmd") == "stop":
             return ctl.remote_stop()
+        if doc.get("cmd") == "time":  # the backend's time: accepted while ours is unknown
+            from hal import sntp
+
+            return sntp.from_backend(doc)
         raise ValueError("unknown command %r" % (doc.get("cmd"),))
 
     uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
+        if tariffs.missing:
+            uplink.downlink.forget("tariff")  # the retained document, even of the same version, comes again
     # (built before recovery: its buffers are the largest, allocate them while the heap is whole)
 
-    if report.open_sessions:
-        reading = await _first_reading(meter)
-        ctl.recover(report.open_sessions, reading)
-        gc.collect()
+    recovering = report.open_sessions
+    if recovering:
+        ctl.hold = "recovering"  # no new session until the power cut's sessions are closed
 
     async def meter_task():
         faults = 0
@@ -223,6 +217,17 @@ async def run(cfg, dev, watchdog, root=None):
         await reader.run(lambda tap: ctl.on_tap(tap.token), lambda text: event("reader-fault", {"error": text}))
 
     async def control_task():
+        if recovering:
+            # under the supervisor (the watchdog fed): wait for the meter task's first reading, at
+            # most _BOOT_METER_MS, then close at it, or at the last checkpoint when the meter is silent
+            until = clock.deadline(_BOOT_METER_MS)
+            while meter is not None and meter.fresh() is None and not clock.expired(until):
+                sup.progress("control")
+                await clock.sleep_ms(200)
+            ctl.recover(recovering, meter.fresh() if meter is not None else None)
+            recovering.clear()
+            ctl.hold = None
+            gc.collect()
         while True:
             await ctl.tick()
             sup.progress("control")
@@ -250,6 +255,9 @@ async def run(cfg, dev, watchdog, root=None):
     sup.spawn("control", control_task, stall_ms=30000)
     sup.spawn("status", status_task, stall_ms=3 * _STATUS_MS)
     sup.spawn("feedback", feedback.run, vital=False)
+    from hal import sntp
+
+    sntp.start(sup, cfg["time"])  # the SNTP task (time.ntp) and the clock's time.max_age_s
     if uplink is not None:
         sup.spawn("uplink", uplink.run, vital=False)
     log.info("charger", "ready: %s" % dev)

@@ -11,6 +11,7 @@ DEFAULTS = {
     "site_secret": None,  # hex, >= 16 bytes: card tokens are HMAC-SHA256(secret, UID)
     "tz": "UTC0",  # POSIX TZ rule for time-of-day tariffs
     "currency": "EUR",
+    "fallback_tariff": None,  # a tariff document (as the device stores one) used while none is stored
     "meter": {
         "url": None,  # tcp://host:port, a serial path (host) or uart1 (ESP32)
         "model": "sdm630",
@@ -74,6 +75,13 @@ DEFAULTS = {
         "max_bytes": 512 * 1024,
         "checkpoint_s": 60,
     },
+    "time": {
+        "ntp": None,  # SNTP servers, "host" or "host:port"; None: the board's default (pool.ntp.org); []: none
+        "timeout_ms": 2000,  # one server: DNS and the answer
+        "resync_s": 3600,  # between syncs
+        "retry_s": 60,  # after a round in which no server answered
+        "max_age_s": 86400,  # quality S this long after the last sync (SNTP or the backend), then I
+    },
     "pins": {},  # role -> pin name/number on the board: relay, plug, led_ok, led_fault, buzzer
     "watchdog_ms": 8000,
 }
@@ -103,6 +111,17 @@ def _url(*schemes):
         return False
 
     return check
+
+
+def _tariff_doc(v):
+    # parsed by the firmware's own tariff code: what validates here also loads at boot
+    from billing.tariff import TariffSet
+
+    try:
+        TariffSet.from_doc(v)
+    except Exception:
+        return False
+    return True
 
 
 def _stream_url(v):
@@ -177,8 +196,15 @@ SCHEMA = {
     "auth.cache_size": (None, _int_range(0, 10000), "0..10000 entries"),
     "journal.max_bytes": (None, _int_range(16 * 1024, 64 * 1024 * 1024), "16 KiB..64 MiB"),
     "journal.checkpoint_s": (None, _int_range(5, 3600), "5..3600 s"),
+    "time.ntp": ((list, type(None)), lambda v: v is None or len(v) <= 8 and all(isinstance(s, str) and 0 < len(s) < 64 and (":" not in s or _url("ntp://")("ntp://" + s)) for s in v), "null (the board's default) or a list of up to 8 host or host:port"),
+    "time.timeout_ms": (None, _int_range(100, 30000), "100..30000 ms"),
+    "time.resync_s": (None, _int_range(60, 7 * 86400), "60..604800 s"),
+    "time.retry_s": (None, _int_range(1, 3600), "1..3600 s"),
+    "time.max_age_s": (None, _int_range(60, 30 * 86400), "60..2592000 s"),
     "pins": ((dict,), lambda v: all(isinstance(k, str) and isinstance(p, (str, int)) for k, p in v.items()), "role -> pin name or number"),
     "watchdog_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
+    "fallback_tariff": ((dict, type(None)), lambda v: v is None or _tariff_doc(v),
+                        "null, or a tariff document as the backend pushes it (compiled: v, ver, tz, tariffs)"),
 }
 
 

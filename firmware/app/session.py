@@ -70,10 +70,25 @@ class Session:
         return self.start_t + (elapsed // 1000 if elapsed > 0 else 0)
 
 
+def worse_quality(a, b):
+    """The lower of two OCMF time qualities (U < I < S)."""
+    return a if "UIS".index(a) < "UIS".index(b) else b
+
+
 def start_doc(token, decision, tariff, tariff_ver, t, tq, reading):
     return {"token": token, "auth": decision.how, "contract": decision.contract, "available": decision.available,
             "cap_wh": decision.cap_wh, "cap_cost": decision.cap_cost, "tariff": tariff.id, "tariff_ver": tariff_ver,
             "t": t, "tq": tq, "wh": reading.energy_wh, "model": reading.model, "serial": reading.serial}
+
+
+def _zero_tariffs(start, currency):
+    """A tariff set that prices nothing, for closing a recovered session whose tariff is gone."""
+    from billing.tariff import TariffSet
+
+    tid = start.get("tariff") or "none"
+    return TariffSet.from_doc({"v": 1, "ver": 0, "tz": "UTC0", "default": tid, "contracts": {},
+                               "tariffs": {tid: {"id": tid, "currency": currency, "minor": 2,
+                                                 "elements": [{"c": [["FLAT", 0, None, 1]]}]}}})
 
 
 class Controller:
@@ -94,9 +109,11 @@ class Controller:
         self.on_event = on_event or (lambda kind, data: None)
         self.on_record = on_record or (lambda seq: None)
         self.heap_at_seal = 0
+        self.currency = cfg.get("currency", "EUR")
         self.state = IDLE
         self.session = None
         self.refusal = None  # why new sessions are refused (journal full), for status
+        self.hold = None  # why no session may start yet ("recovering": sessions of a power cut still open)
         self._stop_request = None
         self.relay.off()
 
@@ -118,8 +135,9 @@ class Controller:
         if s is not None and s.pricer is not None:
             excl, incl = s.pricer.running_cost()
             out.update({"wh": s.last_wh - s.start_wh, "cost": incl, "since": s.start_t})
-        if self.refusal:
-            out["refusal"] = self.refusal
+        refusal = self._not_ready() or self.refusal
+        if refusal:
+            out["refusal"] = refusal
         return out
 
     # ---- inputs -------------------------------------------------------------------------
@@ -226,7 +244,21 @@ class Controller:
             self.journal.checkpoint(s.sid, {"t": t, "wh": s.last_wh, "cost": incl})
 
     # ---- start --------------------------------------------------------------------------
+    def _not_ready(self):
+        # a reason every card is refused for now, whoever taps: checked before asking anybody
+        if self.hold:
+            return self.hold
+        if self.tariffs() is None:
+            return "tariff-missing"
+        return None
+
     async def _try_start(self, token):
+        why = self._not_ready()
+        if why:
+            log.warn("session", "not starting: %s" % why)
+            self._feedback("rejected")
+            self.on_event("refused", {"token": token, "reason": why})
+            return
         before = self.state
         self._set_state(AUTHORIZING)
         try:
@@ -298,8 +330,8 @@ class Controller:
                 flags.append("meter-fault")
             else:
                 stop_wh, stop_mono = reading.energy_wh, reading.t_ms
-            _, stop_tq = clock.now()
-            s.closing = (reason, s.epoch_at(stop_mono), stop_tq, stop_wh, flags)
+            # the stop time is reckoned from the start time: it is no better than the start's quality
+            s.closing = (reason, s.epoch_at(stop_mono), worse_quality(s.start_tq, clock.now()[1]), stop_wh, flags)
         self._close(s, *s.closing)
         self.session = None
         self._stop_request = None
@@ -365,6 +397,9 @@ class Controller:
         for sid, item in open_sessions.items():
             st, last = item["start"], item["last"] or {}
             flags = ["power-loss"]
+            if tset is None:  # the tariff document went with the cut: closed unpriced, flagged
+                tset = _zero_tariffs(st, self.currency)
+                flags.append("tariff-missing")
             stop_wh = last.get("wh", st["wh"])
             if reading is not None and reading.serial == st.get("serial") and reading.energy_wh >= stop_wh:
                 stop_wh = reading.energy_wh
@@ -377,6 +412,7 @@ class Controller:
             s.pricer = Pricer(tariff, tset.tz, st["t"], st["wh"], st["tq"], self.s_cfg["unplug_power_w"])
             if last.get("wh") is not None and last.get("t", st["t"]) >= st["t"]:
                 s.pricer.add_sample(last["t"], last["wh"], self.s_cfg["unplug_power_w"] + 1)
-            _, tq = clock.now()
+            tq = worse_quality(st["tq"], clock.now()[1])  # stop_t comes from a checkpoint of that clock
             log.warn("session", "closing session %s left open by a power loss" % sid)
             self._close(s, "power-loss", stop_t, tq, stop_wh, flags)
+            del open_sessions[sid]  # closed: a retry after a failure (memory, flash) goes on with the rest

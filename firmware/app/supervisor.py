@@ -31,6 +31,11 @@ class _Task:
 
 class Supervisor:
     def __init__(self, watchdog=None):
+        # watchdog: an armed one (with feed()), or a function that arms one when run() starts, so
+        # that nothing before the supervisor's loop (boot, recovery, a slow meter) can starve it
+        self._arm = None
+        if watchdog is not None and not hasattr(watchdog, "feed"):
+            self._arm, watchdog = watchdog, None
         self._tasks = {}
         self._watchdog = watchdog
         self.max_lag_ms = 0  # longest event loop stall seen
@@ -84,6 +89,8 @@ class Supervisor:
 
     async def run(self):
         """The supervisor's own loop: lag measurement and watchdog feeding. Never returns."""
+        if self._arm is not None:
+            self._watchdog, self._arm = self._arm(), None
         last = clock.monotonic_ms()
         while True:
             await clock.sleep_ms(_TICK_MS)
@@ -96,6 +103,7 @@ class Supervisor:
             if stalled != self.stalled:
                 if stalled:
                     log.error("sup", "vital task %s made no progress; watchdog will reset" % stalled)
+                    log.flush()  # on flash before the reset
                 self.stalled = stalled
             if stalled is None and self._watchdog is not None:
                 self._watchdog.feed()

@@ -144,6 +144,13 @@ class Downlink:
         log.info("down", "%s ver %d applied" % (kind, ver))
         return True
 
+    def forget(self, kind):
+        """The local copy of kind ("tariff") is lost or broken: the next delivery of any version,
+        including the retained one already applied, is applied again."""
+        if self.state.get(kind):
+            self.state[kind] = 0
+            self._save()
+
     # -- commands ------------------------------------------------------------------------
     def _command(self, doc):
         cid = doc.get("id")

@@ -29,7 +29,10 @@ from meter.meter import Reading
 import app.charger as charger
 
 root = board.mount_flash()
-cfg = validate({"session": {"min_energy_wh": 1}})
+# no tariff pushed yet: a zero tariff named explicitly as the fallback (without one, no session starts)
+FREE = {"v": 1, "ver": 0, "tz": "UTC0", "default": "none", "contracts": {},
+        "tariffs": {"none": {"id": "none", "currency": "EUR", "minor": 2, "elements": [{"c": [["FLAT", 0, None, 1]]}]}}}
+cfg = validate({"session": {"min_energy_wh": 1}, "fallback_tariff": FREE})
 TOKEN = %r
 
 

@@ -70,7 +70,7 @@ def test_normal_session_record_verifies_and_is_priced(charger):
 
 def test_other_card_cannot_stop_but_master_can(charger):
     c = charger(config={"auth": {"master_tokens": [token(MASTER)]}})
-    c.seed(authlist=[authlist_doc([accepted(ALICE), accepted(BOB)])])
+    c.seed(tariff=compile_doc(flat_tariff()), authlist=[authlist_doc([accepted(ALICE), accepted(BOB)])])
     c.boot()
     c.tap(ALICE, STARTED)
     c.tap(BOB, r"tap by another card ignored")
@@ -246,7 +246,7 @@ def test_void_session_is_recorded_with_cost_zero(charger):
 
 def test_unplug_by_plug_pin_stops_the_session(charger):
     c = charger(plug_pin="plug")
-    c.seed(authlist=[authlist_doc([accepted(ALICE)])])
+    c.seed(tariff=compile_doc(flat_tariff()), authlist=[authlist_doc([accepted(ALICE)])])
     c.boot()
     c.tap(ALICE, STARTED)
     time.sleep(1.0)
@@ -258,12 +258,12 @@ def test_unplug_by_plug_pin_stops_the_session(charger):
     c.stop()
     (rec,) = c.records()
     assert rec.fields["stop"]["reason"] == "unplugged" and rec.fields["energy_wh"] > 0
-    assert rec.fields["tariff"]["id"] == "none" and rec.fields["cost"]["incl"] == 0  # no tariff pushed yet
+    assert rec.fields["tariff"]["id"] == "T-STD" and rec.fields["cost"]["incl"] > 0
 
 
 def test_ev_drawing_no_power_is_suspended_then_unplugged(charger):
     c = charger(config={"session": {"unplug_power_w": 50, "unplug_after_s": 2}})
-    c.seed(authlist=[authlist_doc([accepted(ALICE)])])
+    c.seed(tariff=compile_doc(flat_tariff()), authlist=[authlist_doc([accepted(ALICE)])])
     c.boot()
     c.tap(ALICE, STARTED)
     time.sleep(1.0)

@@ -256,7 +256,16 @@ def _evc_log_lines(limit):
 
 
 def _evc_logs(limit):
-    _evc_say(_evc_log_lines(limit))
+    # Flash holds warnings and errors only; the running firmware's RAM ring (when the REPL
+    # interrupted it) has every recent line: both, the ring last, newest at the end.
+    lines = _evc_log_lines(limit)
+    log = sys.modules.get("app.log")
+    if log is not None and hasattr(log, "recent"):
+        log.flush()
+        lines = _evc_log_lines(limit)
+        ring = log.recent(limit)
+        lines = [line for line in lines if line not in ring] + ring
+    _evc_say(lines[-limit:])
 
 
 def _evc_errors():
