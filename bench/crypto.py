@@ -3,12 +3,19 @@
 Everything runs under the MicroPython unix port. Times come from one process (both methods side
 by side). Peak heap: in separate processes, everything but N bytes of the free heap is locked up
 after the imports, and a binary search finds the smallest N with which the operation completes.
+
+Sealing a record (record.seal: OCMF + payload + JWS) is also measured on the ESP32-geometry
+interpreter (sim/esp32geom.py, 32-bit, firmware frozen in) when .esp32geom/micropython exists:
+garbage per seal, the smallest fixed heap (no growth) that seals records, and the peak extra heap.
+It is not built here (`make esp32geom` does; rebuild after changing firmware to measure it).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 
 from bench.common import Row, mpy
+from sim import esp32geom
 
 TITLE = "crypto: ECDSA P-256 sign/verify on MicroPython (comb vs double-and-add)"
 
@@ -76,6 +83,7 @@ f = {"dev": "evc-1", "seq": 1, "prev": "", "token": "0" * 32, "auth": "list", "c
      "meter": {"model": "sdm630", "serial": "1"},
      "cost": {"currency": "EUR", "excl": 100, "incl": 119, "lines": []}, "flags": [], "fw": "0.1"}
 out["seal_ms"] = pair(lambda i: record.seal(key, f), 10)[0]
+out["seal_alloc"] = alloc(lambda i: record.seal(key, f))
 emit(out)
 """
 
@@ -156,9 +164,136 @@ def run() -> list[Row]:
         rows.append(Row(b, f"{name}: double-and-add", base, unit,
                         f"baseline; fast/base = {fast / base:.2f}" if base else "baseline"))
     rows.append(Row(b, "record.seal (OCMF + JWS: 2 signatures)", t["seal_ms"], "ms", "whole session record"))
+    rows.append(Row(b, "record.seal garbage", t["seal_alloc"], "B",
+                    f"allocated per seal, unix port; of which 2 signatures {2 * t['fast_sign_alloc']:,} B"))
     for op in ("sign", "verify"):
         rows.append(Row(b, f"peak heap: {op}, comb/wNAF, first use", peak_heap(op), "B", "incl. building the table"))
         rows.append(Row(b, f"peak heap: {op}, comb/wNAF", peak_heap(op, prebuilt=True), "B", "table already built"))
         rows.append(Row(b, f"peak heap: {op}, double-and-add", peak_heap(op, baseline=True), "B", "baseline"))
     rows.append(Row(b, "signatures per run", n, "", "same keys/messages for both methods"))
+    rows += seal_rows_esp32geom()
+    return rows
+
+
+# --- record.seal on the ESP32-geometry interpreter ----------------------------------------------
+
+_SEAL_SETUP = """
+import gc
+pad = bytearray({pad})  # shifts the heap layout: a figure must hold for every shift (fragmentation)
+from crypto import keys, p256, canon
+from billing import record
+if {reserve} and hasattr(canon, "reserve"):
+    canon.reserve()  # the kept writer, allocated at boot before the key (whose check builds the comb table)
+key = keys.Key(0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721)
+p256.comb_table()
+F = {{"dev": "evc-0a1b2c", "seq": 2, "prev": "ab" * 32, "token": "0123456789abcdef0123456789abcdef",
+     "auth": "list", "contract": "fleet-7", "tariff": {{"id": "AC-STD", "ver": 4}},
+     "start": {{"t": 1717236000, "tq": "S", "wh": 1234567}},
+     "stop": {{"t": 1717243512, "tq": "I", "wh": 1246001, "reason": "card"}},
+     "meter": {{"model": "sdm630", "serial": "SN-0042", "vendor": "Eastron"}},
+     "cost": {{"currency": "EUR", "excl": 452, "incl": 538,
+              "lines": [{{"dim": "energy", "qty": 11434, "excl": 452}}, {{"dim": "time", "qty": 7512, "excl": 100}}]}},
+     "flags": [], "fw": "0.1.0"}}
+gc.collect()
+"""
+
+_SEAL_GARBAGE = _SEAL_SETUP + """
+from crypto import ecdsa
+record.seal(key, F)  # first use: the kept writer (when not reserved) and other one-time state
+def alloc(fn):
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    fn()
+    b = gc.mem_alloc()
+    gc.enable()
+    return b - a
+p, j = record.seal(key, F)
+print("RESULT", alloc(lambda: record.seal(key, F)), alloc(lambda: ecdsa.sign_digest(key._priv, bytes(32))),
+      len(p), len(j))
+"""
+
+_SEAL_LOOP = _SEAL_SETUP + """
+{ballast}
+for i in range({seals}):
+    F["seq"] = i + 2
+    p, j = record.seal(key, F)
+    p = j = None
+print("OK")
+"""
+
+_BALLAST = """
+ballast = []
+size = excess = gc.mem_free() - {headroom}
+while excess >= 64 and size >= 64:
+    try:
+        ballast.append(bytearray(min(size, excess)))
+        excess = gc.mem_free() - {headroom}
+    except MemoryError:
+        size //= 2
+"""
+
+
+def _geom_run(code: str, heap: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MICROPYPATH": ".frozen", "ESP32GEOM_IDF_HEAP": "0"}  # no growth: the heap is fixed
+    return subprocess.run([str(esp32geom.BINARY), "-X", f"heapsize={heap}", "-c", code], capture_output=True,
+                          text=True, env=env, timeout=120, cwd="/")
+
+
+def _bisect(works, lo: int, hi: int, step: int = 256) -> int:
+    """The smallest size (to `step`) that works, for one heap layout, assuming that above it all do."""
+    if not works(hi):
+        raise RuntimeError(f"does not work even at {hi}")
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // 16 * 16
+        if works(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _over_layouts(works, lo: int, hi: int) -> tuple[int, str]:
+    """Median over the heap layouts of the per-layout threshold, and a note with their range.
+
+    Fragmentation makes a single threshold jumpy (a larger heap can place a block worse), so each
+    layout (a pad allocated first) is bisected on its own and the median is the figure.
+    """
+    found = sorted(_bisect(lambda size, pad=pad: works(size, pad), lo, hi) for pad in _PADS)
+    return found[len(found) // 2], f"median of {len(found)} heap layouts ({found[0]:,}-{found[-1]:,})"
+
+
+_PADS = (0, 16, 48, 80, 112, 160, 208, 304)
+
+
+def seal_rows_esp32geom(seals: int = 5) -> list[Row]:
+    """Garbage, smallest heap and peak of record.seal on the frozen 32-bit interpreter."""
+    b = "crypto (esp32geom)"
+    if not esp32geom.BINARY.exists():
+        return [Row(b, "record.seal on the ESP32-geometry interpreter", "skipped", "",
+                    f"no {esp32geom.BINARY.relative_to(esp32geom.REPO)} (make esp32geom)")]
+    rows = []
+    proc = _geom_run(_SEAL_GARBAGE.format(reserve=True, pad=0), "1m")
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    if not line:
+        raise RuntimeError(f"esp32geom seal failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    garbage, sign, n_payload, n_jws = map(int, line[0].split()[1:])
+    rows.append(Row(b, "record.seal garbage", garbage, "B",
+                    f"gc disabled around one seal (payload {n_payload} B, JWS {n_jws} B); "
+                    f"2 signatures {2 * sign:,} B of it, the rest {garbage - 2 * sign:,} B"))
+    for reserve in (False, True):
+        def seals_at(heap: int, pad: int, reserve=reserve) -> bool:
+            code = _SEAL_LOOP.format(reserve=reserve, ballast="", seals=seals, pad=pad)
+            return _geom_run(code, str(heap)).returncode == 0
+        value, note = _over_layouts(seals_at, 8 * 1024, 64 * 1024)
+        rows.append(Row(b, "smallest heap sealing %d records%s" % (seals, ", writer reserved" if reserve else ""),
+                        value, "B", f"-X heapsize, no growth; key + comb table built first (~10 KB live); {note}"))
+    for reserve in (False, True):
+        def fits(headroom: int, pad: int, reserve=reserve) -> bool:
+            code = _SEAL_LOOP.format(reserve=reserve, ballast=_BALLAST.format(headroom=headroom), seals=seals, pad=pad)
+            return _geom_run(code, "256k").returncode == 0
+        value, note = _over_layouts(fits, 0, 48 * 1024)
+        rows.append(Row(b, "peak extra heap, %d seals%s" % (seals, ", writer reserved" if reserve else ""), value, "B",
+                        "free heap beside a ballast" + ("" if reserve else " (incl. the kept writer, 3 KiB)")
+                        + f"; {note}"))
     return rows

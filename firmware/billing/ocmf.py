@@ -2,9 +2,14 @@
 #   OCMF|{payload}|{"SA":"ECDSA-secp256r1-SHA256","SD":"<hex DER signature>"}
 # signed with the device key over the payload bytes exactly as written. Energy is exact: the
 # meter's integer Wh become a kWh decimal with three places (12345 Wh -> 12.345), no floats.
-from billing.tz import civil_from_days
-from crypto import canon
+# Written straight into a canon.Writer (record.seal puts it inside the record's buffer) and signed
+# from the SHA-256 of the bytes where they lie.
+import hashlib
 
+from billing.tz import civil_from_days
+from crypto import canon, der
+
+# (written as bytes literals in write_payload/write: keep both in step)
 FV = "1.0"
 GI = "EVC-FIRMWARE"  # gateway identification: this firmware; GS carries the device id
 SA = "ECDSA-secp256r1-SHA256"
@@ -12,6 +17,7 @@ RI = "01-00:01.08.00"  # OBIS: active energy import, total
 IT = "UNDEFINED"  # the ID is a keyed hash of the card UID, none of OCMF's raw-UID types
 _QUALITIES = ("S", "I", "U")
 _STATUSES = ("N", "G", "T", "D", "R", "M", "X", "I", "O", "S", "E", "F")
+_HEX = b"0123456789ABCDEF"
 
 
 def kwh(wh):
@@ -32,22 +38,21 @@ def timestamp(t, quality):
     return "%04d-%02d-%02dT%02d:%02d:%02d,000+0000 %s" % (y, mo, d, s // 3600, s // 60 % 60, s % 60, quality)
 
 
-def _reading(point, tx):
+def _reading(w, point, tx):
     if not isinstance(point, dict):
         raise ValueError("reading must be an object with t, tq, wh")
     st = point.get("st", "G")
     if st not in _STATUSES:
         raise ValueError("bad OCMF meter status %r" % (st,))
-    return canon.Ordered(
-        [
-            ("TM", timestamp(point.get("t"), point.get("tq"))),
-            ("TX", tx),
-            ("RV", canon.Raw(kwh(point.get("wh")))),
-            ("RI", RI),
-            ("RU", "kWh"),
-            ("ST", st),
-        ]
-    )
+    w.raw(b'{"TM":')
+    w.string(timestamp(point.get("t"), point.get("tq")))
+    w.raw(b',"TX":"')
+    w.raw(tx)
+    w.raw(b'","RV":')
+    w.raw(kwh(point.get("wh")).encode())
+    w.raw(b',"RI":"01-00:01.08.00","RU":"kWh","ST":')  # RI
+    w.string(st)
+    w.byte(125)
 
 
 def _text(name, value, limit=64):
@@ -56,8 +61,14 @@ def _text(name, value, limit=64):
     return value
 
 
-def payload(seq, dev, fw, token, start, stop, meter):
-    """The OCMF payload bytes (not yet signed). start/stop: {"t", "tq", "wh"[, "st"]}."""
+def _field(w, name, value):
+    w.raw(name)
+    w.string(value)
+
+
+def write_payload(w, seq, dev, fw, token, start, stop, meter):
+    """Append the OCMF payload JSON (not yet signed) to the canon.Writer w; ValueError when an
+    input is unfit (nothing useful is left in w then)."""
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ValueError("seq must be a positive integer")
     if not isinstance(meter, dict):
@@ -66,28 +77,63 @@ def payload(seq, dev, fw, token, start, stop, meter):
         if isinstance(start.get("wh"), int) and stop["wh"] < start["wh"]:
             raise ValueError("end reading below begin reading")
     model = _text("meter model", meter.get("model"))
-    return canon.dumps(
-        canon.Ordered(
-            [
-                ("FV", FV),
-                ("GI", GI),
-                ("GS", _text("device id", dev)),
-                ("GV", _text("firmware version", fw)),
-                ("PG", "T%d" % seq),
-                ("MV", _text("meter vendor", meter.get("vendor") or model)),
-                ("MM", model),
-                ("MS", _text("meter serial", meter.get("serial"))),
-                ("IS", True),
-                ("IT", IT),
-                ("ID", _text("token", token)),
-                ("RD", [_reading(start, "B"), _reading(stop, "E")]),
-            ]
-        )
-    )
+    w.raw(b'{"FV":"1.0","GI":"EVC-FIRMWARE"')  # FV, GI
+    _field(w, b',"GS":', _text("device id", dev))
+    _field(w, b',"GV":', _text("firmware version", fw))
+    w.raw(b',"PG":"T')
+    w.num(seq)
+    w.byte(34)
+    _field(w, b',"MV":', _text("meter vendor", meter.get("vendor") or model))
+    _field(w, b',"MM":', model)
+    _field(w, b',"MS":', _text("meter serial", meter.get("serial")))
+    w.raw(b',"IS":true,"IT":"UNDEFINED"')  # IT
+    _field(w, b',"ID":', _text("token", token))
+    w.raw(b',"RD":[')
+    _reading(w, start, b"B")
+    w.byte(44)
+    _reading(w, stop, b"E")
+    w.raw(b"]}")
+
+
+def payload(seq, dev, fw, token, start, stop, meter):
+    """The OCMF payload bytes (not yet signed). start/stop: {"t", "tq", "wh"[, "st"]}."""
+    w = canon.take()
+    try:
+        write_payload(w, seq, dev, fw, token, start, stop, meter)
+        return w.getvalue()
+    finally:
+        canon.give(w)
+
+
+def write(w, key, seq, dev, fw, token, start, stop, meter):
+    """Append the signed OCMF string (its UTF-8 bytes, not JSON-escaped) to the canon.Writer w.
+
+    The payload is written once, hashed where it lies and signed from the digest
+    (key.sign_digest); the DER signature goes into w as upper-case hex, byte by byte.
+    """
+    w.raw(b"OCMF|")
+    a = w.pos
+    write_payload(w, seq, dev, fw, token, start, stop, meter)
+    r, s = key.sign_digest(hashlib.sha256(w.mv[a : w.pos]).digest())
+    sig = der.encode_signature(r, s)
+    w.raw(b'|{"SA":"ECDSA-secp256r1-SHA256","SD":"')  # SA
+    n = len(sig)
+    w.room(2 * n)
+    buf = w.buf
+    p = w.pos
+    for c in sig:
+        buf[p] = _HEX[c >> 4]
+        buf[p + 1] = _HEX[c & 15]
+        p += 2
+    w.pos = p
+    w.raw(b'"}')
 
 
 def build(key, seq, dev, fw, token, start, stop, meter):
-    """The signed OCMF string; key.sign_der(bytes) -> DER signature (crypto.keys.Key)."""
-    body = payload(seq, dev, fw, token, start, stop, meter)
-    sd = key.sign_der(body).hex().upper()
-    return "OCMF|" + body.decode() + '|{"SA":"' + SA + '","SD":"' + sd + '"}'
+    """The signed OCMF string; key.sign_digest(digest) -> (r, s) (crypto.keys.Key)."""
+    w = canon.take()
+    try:
+        write(w, key, seq, dev, fw, token, start, stop, meter)
+        return w.getvalue().decode()
+    finally:
+        canon.give(w)

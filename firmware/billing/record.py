@@ -49,12 +49,23 @@ def _point(v, field, stop=False):
         _fail(field, "object expected")
     if v.get("tq") not in QUALITIES:
         _fail(field + ".tq", "S, I or U expected")
-    pairs = [("t", _int(v.get("t"), field + ".t")), ("tq", v["tq"]), ("wh", _int(v.get("wh"), field + ".wh"))]
+    _int(v.get("t"), field + ".t")
+    _int(v.get("wh"), field + ".wh")
+    if stop and v.get("reason") not in STOP_REASONS:
+        _fail(field + ".reason", "one of " + ", ".join(STOP_REASONS))
+
+
+def _write_point(w, v, stop=False):
+    w.raw(b'{"t":')
+    w.num(v["t"])
+    w.raw(b',"tq":')
+    w.string(v["tq"])
+    w.raw(b',"wh":')
+    w.num(v["wh"])
     if stop:
-        if v.get("reason") not in STOP_REASONS:
-            _fail(field + ".reason", "one of " + ", ".join(STOP_REASONS))
-        pairs.append(("reason", v["reason"]))
-    return canon.Ordered(pairs)
+        w.raw(b',"reason":')
+        w.string(v["reason"])
+    w.byte(125)
 
 
 def _cost(v):
@@ -66,15 +77,13 @@ def _cost(v):
     lines = v.get("lines")
     if not isinstance(lines, list) or any(not isinstance(x, dict) for x in lines):
         _fail("cost.lines", "list of objects expected")
-    return canon.Ordered([("currency", cur), ("excl", _int(v.get("excl"), "cost.excl")),
-                          ("incl", _int(v.get("incl"), "cost.incl")), ("lines", lines)])
+    _int(v.get("excl"), "cost.excl")
+    _int(v.get("incl"), "cost.incl")
 
 
-def build(fields):
-    """The exact payload bytes of a record from a dict of the schema's fields (checked)."""
-    if not isinstance(fields, dict):
-        raise RecordError("record must be a dict")
-    f = fields
+def _check(f, energy, ocmf_given):
+    """Every rule of the schema the writer relies on, in a fixed order (the first broken one is
+    reported). Returns the sorted names of the extra fields."""
     if f.get("v", VERSION) != VERSION:
         _fail("v", "1 expected")
     seq = _int(f.get("seq"), "seq", 1)
@@ -94,9 +103,9 @@ def build(fields):
     ver = tariff.get("ver")
     if isinstance(ver, bool) or not isinstance(ver, (int, str)):
         _fail("tariff.ver", "integer or string expected")
-    start = _point(f.get("start"), "start")
-    stop = _point(f.get("stop"), "stop", True)
-    energy = _int(f.get("energy_wh"), "energy_wh")
+    _point(f.get("start"), "start")
+    _point(f.get("stop"), "stop", True)
+    _int(energy, "energy_wh")
     if energy != f["stop"]["wh"] - f["start"]["wh"]:
         _fail("energy_wh", "must equal stop.wh - start.wh")
     meter = f.get("meter")
@@ -105,37 +114,98 @@ def build(fields):
     flags = f.get("flags")
     if not isinstance(flags, list) or any(not isinstance(x, str) or not x for x in flags):
         _fail("flags", "list of strings expected")
-    o = f.get("ocmf")
-    if not isinstance(o, str) or not o.startswith("OCMF|"):
-        _fail("ocmf", "OCMF string expected")
-    pairs = [
-        ("v", VERSION),
-        ("dev", _str(f.get("dev"), "dev", 32)),
-        ("seq", seq),
-        ("prev", f["prev"]),
-        ("token", _hex(f.get("token"), "token", 32)),
-        ("auth", f["auth"]),
-        ("contract", contract),
-        ("tariff", canon.Ordered([("id", tariff["id"]), ("ver", ver)])),
-        ("start", start),
-        ("stop", stop),
-        ("meter", canon.Ordered([("model", _str(meter.get("model"), "meter.model")),
-                                 ("serial", _str(meter.get("serial"), "meter.serial"))])),
-        ("energy_wh", energy),
-        ("cost", _cost(f.get("cost"))),
-        ("flags", flags),
-        ("fw", _str(f.get("fw"), "fw", 32)),
-        ("ocmf", o),
-    ]
-    for k in sorted(f):
-        if k not in FIELDS:
-            if not k or any(c not in _NAME for c in k):
-                _fail(k, "extra field names must be lower-case letters and _")
-            pairs.append((k, f[k]))
+    if not ocmf_given:
+        o = f.get("ocmf")
+        if not isinstance(o, str) or not o.startswith("OCMF|"):
+            _fail("ocmf", "OCMF string expected")
+    _str(f.get("dev"), "dev", 32)
+    _hex(f.get("token"), "token", 32)
+    _str(meter.get("model"), "meter.model")
+    _str(meter.get("serial"), "meter.serial")
+    _cost(f.get("cost"))
+    _str(f.get("fw"), "fw", 32)
+    extras = sorted(k for k in f if k not in FIELDS)
+    for k in extras:
+        if not k or any(c not in _NAME for c in k):
+            _fail(k, "extra field names must be lower-case letters and _")
+    return extras
+
+
+def _write(w, f, energy, ocmf_bytes, extras):
+    """The payload JSON, in the order of docs/records.md, appended to w (checked by _check)."""
+    w.raw(b'{"v":1,"dev":')
+    w.string(f["dev"])
+    w.raw(b',"seq":')
+    w.num(f["seq"])
+    w.raw(b',"prev":')
+    w.string(f["prev"])
+    w.raw(b',"token":')
+    w.string(f["token"])
+    w.raw(b',"auth":')
+    w.string(f["auth"])
+    w.raw(b',"contract":')
+    w.value(f.get("contract"))
+    tariff = f["tariff"]
+    w.raw(b',"tariff":{"id":')
+    w.string(tariff["id"])
+    w.raw(b',"ver":')
+    w.value(tariff["ver"])
+    w.raw(b'},"start":')
+    _write_point(w, f["start"])
+    w.raw(b',"stop":')
+    _write_point(w, f["stop"], True)
+    meter = f["meter"]
+    w.raw(b',"meter":{"model":')
+    w.string(meter["model"])
+    w.raw(b',"serial":')
+    w.string(meter["serial"])
+    w.raw(b'},"energy_wh":')
+    w.num(energy)
+    cost = f["cost"]
+    w.raw(b',"cost":{"currency":')
+    w.string(cost["currency"])
+    w.raw(b',"excl":')
+    w.num(cost["excl"])
+    w.raw(b',"incl":')
+    w.num(cost["incl"])
+    w.raw(b',"lines":')
+    w.value(cost["lines"])
+    w.raw(b'},"flags":')
+    w.value(f["flags"])
+    w.raw(b',"fw":')
+    w.string(f["fw"])
+    w.raw(b',"ocmf":"')
+    w.text(ocmf_bytes)
+    w.byte(34)
+    for k in extras:
+        w.byte(44)
+        w.string(k)
+        w.byte(58)
+        w.value(f[k])
+    w.byte(125)
+
+
+def _payload(w, f, energy, ocmf_bytes=None):
+    """Check f and append its payload to w; ocmf_bytes: the OCMF string already written (else f's)."""
+    extras = _check(f, energy, ocmf_bytes is not None)
+    if ocmf_bytes is None:
+        ocmf_bytes = f["ocmf"].encode()
     try:
-        return canon.dumps(canon.Ordered(pairs))
-    except TypeError as e:
+        _write(w, f, energy, ocmf_bytes, extras)
+    except TypeError as e:  # a value canon refuses (a float in a cost line, say)
         raise RecordError(str(e))
+
+
+def build(fields):
+    """The exact payload bytes of a record from a dict of the schema's fields (checked)."""
+    if not isinstance(fields, dict):
+        raise RecordError("record must be a dict")
+    w = canon.take()
+    try:
+        _payload(w, fields, fields.get("energy_wh"))
+        return w.getvalue()
+    finally:
+        canon.give(w)
 
 
 def digest(payload):
@@ -149,19 +219,33 @@ def jws(key, kid, payload):
 
 
 def seal(key, fields):
-    """(payload, jws) for a finished session. Fills energy_wh and ocmf when missing.
+    """(payload, jws) for a finished session, both bytes of their exact size. Fills in energy_wh
+    and ocmf when missing (fields itself is not changed).
 
     fields carries the schema's fields except those two; meter may add "vendor" for OCMF MV.
+    Everything is written into the kept canon.Writer: the OCMF string first (signed where it
+    lies), then the payload after it, which takes the OCMF bytes JSON-escaped from the buffer;
+    the payload is copied out and the buffer is reused for the JWS (key.jws).
     """
-    f = dict(fields)
+    if not isinstance(fields, dict):
+        raise RecordError("record must be a dict")
+    f = fields
+    w = canon.take()
     try:
-        if "energy_wh" not in f:
-            f["energy_wh"] = f["stop"]["wh"] - f["start"]["wh"]
-        if "ocmf" not in f:
-            f["ocmf"] = ocmf.build(key, f["seq"], f["dev"], f["fw"], f["token"], f["start"], f["stop"], f["meter"])
-    except (KeyError, TypeError) as e:
-        raise RecordError("record incomplete: %r" % (e,))
-    except ValueError as e:
-        raise RecordError("ocmf: %s" % e)
-    body = build(f)
+        try:
+            energy = f["energy_wh"] if "energy_wh" in f else f["stop"]["wh"] - f["start"]["wh"]
+            o = None
+            if "ocmf" not in f:
+                ocmf.write(w, key, f["seq"], f["dev"], f["fw"], f["token"], f["start"], f["stop"], f["meter"])
+                o = w.mv[: w.pos]  # stays valid if the payload moves the writer to a larger buffer
+        except (KeyError, TypeError) as e:
+            raise RecordError("record incomplete: %r" % (e,))
+        except ValueError as e:
+            raise RecordError("ocmf: %s" % e)
+        start = w.pos
+        _payload(w, f, energy, o)
+        body = bytes(w.mv[start : w.pos])
+        o = None
+    finally:
+        canon.give(w)
     return body, jws(key, f["dev"], body)

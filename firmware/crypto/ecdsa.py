@@ -20,16 +20,16 @@ def nonces(priv, h):
     x = priv.to_bytes(32, "big")
     h1 = (int.from_bytes(h, "big") % n).to_bytes(32, "big")  # bits2octets
     v = b"\x01" * 32
-    k = hmac_sha256(_ZERO, v + b"\x00" + x + h1)
+    k = hmac_sha256(_ZERO, v, b"\x00", x, h1)
     v = hmac_sha256(k, v)
-    k = hmac_sha256(k, v + b"\x01" + x + h1)
+    k = hmac_sha256(k, v, b"\x01", x, h1)
     v = hmac_sha256(k, v)
     while True:
         v = hmac_sha256(k, v)
         t = int.from_bytes(v, "big")
         if 0 < t < n:
             yield t
-        k = hmac_sha256(k, v + b"\x00")
+        k = hmac_sha256(k, v, b"\x00")
         v = hmac_sha256(k, v)
 
 

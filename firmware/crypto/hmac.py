@@ -1,20 +1,29 @@
 # HMAC-SHA256 (RFC 2104) on the built-in hashlib; MicroPython has no hmac module.
 import hashlib
 
-_BLOCK = 64
+from micropython import const
+
+_BLOCK = const(64)
 
 
-def _pads(key):
+def hmac_sha256(key, msg, *more):
+    """HMAC-SHA256(key, msg + more[0] + ...): the message may come in parts (no concatenation).
+
+    The padded key lives in one 64-byte bytearray, XORed in place with ipad, then with
+    ipad ^ opad: a few small blocks per call.
+    """
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
-    key = bytes(key) + bytes(_BLOCK - len(key))
-    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
-
-
-def hmac_sha256(key, msg):
-    ipad, opad = _pads(key)
-    inner = hashlib.sha256(ipad)
+    pad = bytearray(_BLOCK)
+    pad[: len(key)] = key
+    for i in range(_BLOCK):
+        pad[i] ^= 0x36
+    inner = hashlib.sha256(pad)
     inner.update(msg)
-    outer = hashlib.sha256(opad)
+    for part in more:
+        inner.update(part)
+    for i in range(_BLOCK):
+        pad[i] ^= 0x6A  # 0x36 ^ 0x5C: ipad -> opad
+    outer = hashlib.sha256(pad)
     outer.update(inner.digest())
     return outer.digest()

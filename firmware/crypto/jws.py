@@ -1,8 +1,9 @@
 # JWS compact serialization with ES256 (RFC 7515 / 7518): header.payload.signature, each part
 # base64url; the signature is raw r||s (64 bytes) over the ASCII bytes "header.payload".
+import hashlib
 import json
 
-from crypto import b64url, der, ecdsa
+from crypto import b64url, canon, der, ecdsa
 
 _KID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 
@@ -31,11 +32,50 @@ def sign_raw(priv, data):
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
+def write(w, payload, head, sign_digest):
+    """Append the compact JWS of payload with the header bytes head (header(kid)) to the
+    canon.Writer w.
+
+    Header and payload are base64url-encoded chunk by chunk into w while a running SHA-256 takes
+    in the signing input; sign_digest(32-byte digest) -> (r, s) then signs that digest.
+    """
+    h = hashlib.sha256()
+    b64url.write(w, head, h)
+    w.byte(46)
+    h.update(b".")
+    b64url.write(w, payload, h)
+    r, s = sign_digest(h.digest())
+    w.byte(46)
+    b64url.write(w, r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def size(payload_len, head_len):
+    """Length of a compact JWS: payload_len payload bytes, a head_len-byte header, ES256."""
+    return (4 * head_len + 2) // 3 + 1 + (4 * payload_len + 2) // 3 + 1 + 86
+
+
 def sign(priv, payload, kid, signer=None):
-    """Compact JWS bytes of payload (bytes, sent as is). signer(data) -> 64 bytes overrides priv."""
-    signing_input = b64url.encode(header(kid)) + b"." + b64url.encode(payload)
-    sig = signer(signing_input) if signer else sign_raw(priv, signing_input)
-    return signing_input + b"." + b64url.encode(sig)
+    """Compact JWS bytes of payload (bytes, sent as is). signer(data) -> 64 bytes overrides priv.
+
+    Built in the kept canon.Writer (sized up front, so at most one larger buffer for a large
+    payload) and returned as one bytes object of its exact size.
+    """
+    head = header(kid)
+    w = canon.take()
+    try:
+        w.room(size(len(payload), len(head)) + 4)
+        if signer is None:
+            write(w, payload, head, lambda h: ecdsa.sign_digest(priv, h))
+        else:
+            b64url.write(w, head)
+            w.byte(46)
+            b64url.write(w, payload)
+            sig = signer(w.getvalue())
+            w.byte(46)
+            b64url.write(w, sig)
+        return w.getvalue()
+    finally:
+        canon.give(w)
 
 
 def split(compact):

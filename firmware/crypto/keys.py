@@ -27,6 +27,10 @@ class Key:
         """(r, s) over SHA-256(msg), RFC 6979 nonce."""
         return ecdsa.sign(self._priv, msg)
 
+    def sign_digest(self, h):
+        """(r, s) for a 32-byte SHA-256 digest h computed by the caller (e.g. while writing)."""
+        return ecdsa.sign_digest(self._priv, h)
+
     def sign_raw(self, msg):
         """64-byte r||s (JWS ES256 form)."""
         r, s = ecdsa.sign(self._priv, msg)
@@ -37,7 +41,8 @@ class Key:
         return der.encode_signature(*ecdsa.sign(self._priv, msg))
 
     def jws(self, payload, kid):
-        return jws.sign(None, payload, kid, signer=self.sign_raw)
+        """Compact JWS bytes of payload (signing input hashed while it is encoded)."""
+        return jws.sign(self._priv, payload, kid)
 
     def public_spki_der(self):
         if self._spki is None:

@@ -49,7 +49,7 @@ def double(X1, Y1, Z1):
     b = X1 * g % p
     a = 3 * (X1 - d) * (X1 + d) % p
     X3 = (a * a - 8 * b) % p
-    Z3 = ((Y1 + Z1) * (Y1 + Z1) - g - d) % p
+    Z3 = 2 * Y1 * Z1 % p  # = (Y1+Z1)^2 - g - d of the formula, in three big-int results instead of six
     Y3 = (a * (4 * b - X3) - 8 * g * g) % p
     return X3, Y3, Z3
 
@@ -183,15 +183,18 @@ def _comb(k):
     +/- 2^(t*SPAN) G over all teeth, never zero, so every step is one doubling and one
     addition whatever k is.
     """
-    table = comb_table()
+    table = memoryview(comb_table())  # entries read through views: no 32-byte copies
     p = P
-    m = (k >> 1) | (1 << (_TEETH * _SPAN - 1))
+    # m as 33 big-endian bytes: bit i of m is bit i % 8 of mb[32 - i // 8]. Reading a bit is then
+    # small-int arithmetic, where m >> i would make a new 258-bit integer for each of 258 bits.
+    mb = ((k >> 1) | (1 << (_TEETH * _SPAN - 1))).to_bytes(33, "big")
     frombytes = int.from_bytes
     X = Y = Z = 0
     for j in range(_SPAN - 1, -1, -1):
         u = 0
         for t in range(_TEETH):
-            u |= ((m >> (j + t * _SPAN)) & 1) << t
+            i = j + t * _SPAN
+            u |= ((mb[32 - (i >> 3)] >> (i & 7)) & 1) << t
         top = u >> (_TEETH - 1)
         neg = 1 - top
         idx = (u ^ (neg * _MASK)) & _MASK
