@@ -58,6 +58,17 @@ def exhaustive(request) -> bool:
 
 
 @pytest.fixture(scope="session")
+def esp32geom():
+    """The 32-bit ESP32-geometry interpreter with the firmware frozen in, built on first use."""
+    from sim import esp32geom as geom
+
+    why = geom.unavailable()
+    if why:
+        pytest.skip(f"esp32geom: {why}")
+    return geom.build()
+
+
+@pytest.fixture(scope="session")
 def mpy():
     """The MicroPython runner: mpy.run(code, heap=...), mpy.call("pkg.mod.func", *args)."""
     return _mpy

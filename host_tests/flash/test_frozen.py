@@ -136,14 +136,10 @@ def test_module_tops():
     assert build.module_tops(["/main.py", "/boot.py", "/app/x.py", "/pincheck.mpy"]) == {"app", "pincheck"}
 
 
-ESP32GEOM = REPO / ".esp32geom" / "micropython"
-
-
-@pytest.mark.skipif(not ESP32GEOM.exists(), reason="the esp32geom interpreter is not built (make esp32geom)")
-def test_detection_on_really_frozen_modules(tmp_path, source, config_file):
+def test_detection_on_really_frozen_modules(tmp_path, source, config_file, esp32geom):
     """The esp32geom interpreter has the firmware frozen in by MicroPython's own tools (".frozen",
     no stand-in): deploy and status judge it as they judge the emulated image."""
-    with BoardEmulator(tmp_path / "flash", run_main=False, env={"EVC_ROOT": "/evc"}, micropython=str(ESP32GEOM)) as emu:
+    with BoardEmulator(tmp_path / "flash", run_main=False, env={"EVC_ROOT": "/evc"}, micropython=str(esp32geom)) as emu:
         summary = deploy(emu, source, config_file)
         assert summary["image"] == "frozen" and "app" in summary["frozen"]
         assert _files(emu.flash_dir) == {"main.py", "evc/config.json", ".evc-deploy.json"}  # umqtt is frozen too
