@@ -63,11 +63,17 @@ class BackendProcess:
 
 def register(db: str, made) -> None:
     """Register a made device (sim.records.Made) with its public key in the backend database."""
+    register_key(db, made.dev, made.pubkey_pem)
+
+
+def register_key(db: str, dev: str, pubkey_pem: str | bytes) -> None:
+    """Register device dev with its public key (PEM) in the backend database at db."""
     from backend.db import open_db
     from backend.keys import load_public_key
     from backend.models import Device
 
+    pem = pubkey_pem.encode() if isinstance(pubkey_pem, str) else pubkey_pem
     sessions = open_db(db)
     with sessions.begin() as s:
-        s.add(Device(id=made.dev, pubkey=load_public_key(made.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
+        s.add(Device(id=dev, pubkey=load_public_key(pem), added_at=0, head_seq=0, head_hash=""))
     sessions.kw["bind"].dispose()

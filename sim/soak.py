@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evc.tariff import compile_doc
 from sim import esp32geom as geom
-from sim.backend import BackendProcess
+from sim.backend import BackendProcess, register_key
 from sim.charger import DEV, Charger, authlist_doc, flat_tariff, token
 
 CARD = bytes.fromhex("04a1b2c3d4e5f6")
@@ -39,17 +39,6 @@ class Soak:
     def garbage_per_session(self) -> int:
         first, last = min(self.allocated_after), max(self.allocated_after)
         return (self.allocated_after[last] - self.allocated_after[first]) // max(1, last - first)
-
-
-def _register(db_path: str, pem: str) -> None:
-    from backend.db import open_db
-    from backend.keys import load_public_key
-    from backend.models import Device
-
-    sessions = open_db(db_path)
-    with sessions.begin() as db:
-        db.add(Device(id=DEV, pubkey=load_public_key(pem.encode()), added_at=0, head_seq=0, head_hash=""))
-    sessions.kw["bind"].dispose()
 
 
 def _stored(db_path: str) -> int:
@@ -95,7 +84,7 @@ def run(work: Path, broker_url: str, sessions: int, budget: int | None, micropyt
                    authlist=[authlist_doc([{"token": token(CARD), "status": "accepted"}])])
             pem = c.provision()
             db = str(work / "backend.db")
-            _register(db, pem)
+            register_key(db, DEV, pem)
             backend = BackendProcess(broker_url, db, env={"EVC_BACKEND_KEYS": str(c.backend_keys.folder)}).start()
             try:
                 c.boot()
