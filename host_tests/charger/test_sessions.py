@@ -40,6 +40,7 @@ def test_normal_session_record_verifies_and_is_priced(charger):
            authlist=[authlist_doc([accepted(ALICE, contract="ACME")])])
     c.boot()
     assert c.relay() == 0
+    tapped = int(time.time())  # the module's NOW is taken at collection, minutes earlier in a full run
     c.tap(ALICE, STARTED)
     c.wait_for(r"state authorizing -> charging")
     led = set()
@@ -65,7 +66,7 @@ def test_normal_session_record_verifies_and_is_priced(charger):
     assert f["cost"]["excl"] == cents(excl * 100)
     assert f["cost"]["incl"] == cents(excl * Decimal("1.2") * 100)
     assert sum(line["qty"] for line in f["cost"]["lines"] if line["dim"] == "ENERGY") == wh
-    assert 2 <= f["stop"]["t"] - f["start"]["t"] <= 10 and abs(f["start"]["t"] - NOW) < 120
+    assert 2 <= f["stop"]["t"] - f["start"]["t"] <= 10 and abs(f["start"]["t"] - tapped) < 30
 
 
 def test_other_card_cannot_stop_but_master_can(charger):
