@@ -13,7 +13,8 @@ class FaultProxy:
 
     forward    pass bytes both ways, each direction delayed by delay_s (RTT = 2 * delay_s)
     blackhole  accept new connections and swallow everything; existing ones freeze too
-    cut_after  forward, but close a connection after cut_after upstream bytes (mid-packet)
+    cut_after  forward, but close a connection after cut_after upstream bytes (mid-packet);
+               cut_down_after does the same on the bytes coming back from upstream
     """
 
     def __init__(self, upstream: tuple[str, int], delay_s: float = 0.0):
@@ -21,6 +22,7 @@ class FaultProxy:
         self.delay_s = delay_s
         self.mode = "forward"
         self.cut_after: int | None = None
+        self.cut_down_after: int | None = None
         self.cuts = 0
         self.connections = 0
         self._srv = socket.socket()
@@ -82,9 +84,9 @@ class FaultProxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._socks.append(up)
-            budget = [self.cut_after]
-            for src, dst, counted in ((client, up, True), (up, client, False)):
-                threading.Thread(target=self._pump, args=(src, dst, counted, budget, (client, up)), daemon=True).start()
+            for src, dst, cut in ((client, up, self.cut_after), (up, client, self.cut_down_after)):
+                threading.Thread(target=self._pump, args=(src, dst, cut is not None, [cut], (client, up)),
+                                 daemon=True).start()
 
     def _swallow(self, sock: socket.socket) -> None:
         try:

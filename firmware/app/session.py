@@ -345,16 +345,19 @@ class Controller:
             f = s.fields = self._record_fields(s, reason, stop_t, stop_tq, stop_wh, flags)
         seq = f["seq"]
         if not s.committed:
-            gc.collect()  # sealing builds strings of a few KB: give it the largest free blocks
+            gc.collect()  # sealing allocates small blocks only (the record is built in canon's kept buffer)
             self.heap_at_seal = gc.mem_alloc()  # live heap just before signing (logged, benchmarked)
-            payload, signed = record.seal(self.key, f)
-            if s.available is not None and self.ledger is not None and not s.booked:
-                # booked first: a power cut before the commit re-closes the session under this
-                # seq at boot, and that booking replaces this one (never a spend lost)
-                self.ledger.record(s.token, seq, f["charged"])
-                s.booked = True
-            self.journal.commit_record(seq, payload, signed, s.sid)
-            s.committed = True
+
+            def commit(payload, signed):  # views of the sealing buffer: journaled, never copied
+                if s.available is not None and self.ledger is not None and not s.booked:
+                    # booked first: a power cut before the commit re-closes the session under
+                    # this seq at boot, and that booking replaces this one (never a spend lost)
+                    self.ledger.record(s.token, seq, f["charged"])
+                    s.booked = True
+                self.journal.commit_record(seq, payload, signed, s.sid)
+                s.committed = True
+
+            record.seal(self.key, f, commit)
         cost = f["cost"]
         log.info("session", "record %d: %s %d Wh %d %s minor units incl (%s) heap=%d flags=%s"
                  % (seq, reason, f["stop"]["wh"] - f["start"]["wh"], cost["incl"], cost["currency"], s.sid,

@@ -6,15 +6,11 @@
 # The bytes are written by a Writer straight into one bytearray, not gathered as a list of string
 # fragments: sealing a record runs at the end of a session on a fragmented heap, and what it needs
 # there should be a few small blocks, not a growing list, its joined string and the encoded copy.
-# One Writer is made by the first take() and kept between uses (take/give). Its 3 KiB hold a
-# record's OCMF string and payload, then its JWS, for payloads up to about 2.2 KB (a record with
-# about five cost lines); a document that does not fit spills into a temporary larger buffer, and
-# the kept one is used again afterwards. Measured with the whole firmware (the short day on the
-# ESP32-geometry interpreter, IDF budget 48 KiB: 4 runs each): 3 KiB sealed 4/4, 4 KiB 2/4 (the
-# kept block is harder to place and holds more), the list-of-fragments code 0/4. reserve() makes
-# the Writer at once, but the firmware does not call it at boot: boot has large transients of its
-# own (the uplink's buffers), and a writer made at boot needed a larger budget than one made at
-# the first seal.
+# One Writer is kept between uses (take/give): the charger makes it first thing at boot with
+# reserve(4096), while the heap is whole, and seals records in it without copying them out
+# (billing/record.py seal with commit: OCMF string, payload and JWS side by side, journaled from
+# memoryviews). Elsewhere (tools, tests) the first take() makes a 3 KiB one. A document that does
+# not fit spills into a temporary larger buffer once; the kept one is used again afterwards.
 from micropython import const
 
 SIZE = const(3072)
@@ -219,11 +215,12 @@ def give(w):
     _kept = w
 
 
-def reserve():
-    """Make the kept Writer now rather than at the first take() (benchmarks, tests)."""
+def reserve(size=SIZE):
+    """Make the kept Writer now rather than at the first take(): the charger does it first thing
+    at boot, sized for a record's OCMF string, payload and JWS together (RECORD_SIZE)."""
     global _kept
     if _kept is None:
-        _kept = Writer()
+        _kept = Writer(size)
 
 
 def dumps(value):

@@ -3,6 +3,8 @@
 import hashlib
 import json
 
+from micropython import const
+
 from crypto import b64url, canon, der, ecdsa
 
 _KID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
@@ -92,6 +94,12 @@ def split(compact):
         sig = b64url.decode(parts[2])
     except ValueError as e:
         raise JWSError("format", str(e))
+    head = _head(head_bytes)
+    r, s = _sig(sig)
+    return head, payload, parts[0] + b"." + parts[1], r, s
+
+
+def _head(head_bytes):
     try:
         head = json.loads(head_bytes)
     except (ValueError, UnicodeError):
@@ -102,10 +110,13 @@ def split(compact):
         raise JWSError("alg", "alg must be ES256")
     if "crit" in head:
         raise JWSError("header", "crit extensions not supported")
+    return head
+
+
+def _sig(sig):
     if len(sig) != 64:
         raise JWSError("signature", "ES256 signature must be 64 bytes")
-    signing_input = parts[0] + b"." + parts[1]
-    return head, payload, signing_input, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
 
 
 def verify(compact, pub_spki_der, kid=None):
@@ -130,3 +141,73 @@ def verify(compact, pub_spki_der, kid=None):
 
 
 jws_verify = verify
+
+_READ = const(256)  # bytes read at a time from a spooled JWS: a multiple of 4 (base64 groups)
+_SHORT_MAX = const(344)  # header and signature parts are short (kid <= 64 chars): more is not ours
+
+
+def verify_stream(src, pub, out):
+    """verify() for a compact JWS too large to hold in RAM: read from the file src, the payload
+    decoded into the writable stream out as it goes (base64url checked group by group), the
+    signing input hashed on the way. pub: an affine point. Raises JWSError; out then holds a
+    partial payload the caller must discard. RAM: a 256-byte buffer and the short parts.
+    """
+    buf = bytearray(_READ)
+    mv = memoryview(buf)
+    h = hashlib.sha256()
+    head = bytearray()
+    sig = bytearray()
+    group = bytearray()  # payload characters not yet decoded (< 4 after each chunk)
+    part = 0  # 0 header, 1 payload, 2 signature
+    while True:
+        n = src.readinto(buf)
+        if not n:
+            break
+        i = 0
+        while i < n:
+            dot = buf.find(b".", i, n) if part < 2 else -1
+            j = n if dot < 0 else dot
+            if part == 1:
+                h.update(mv[i:j])
+                group.extend(mv[i:j])
+                k = len(group) & ~3
+                if k:
+                    out.write(_decode_group(group[:k]))
+                    group = group[k:]
+            else:
+                piece = head if part == 0 else sig
+                piece.extend(mv[i:j])
+                if len(piece) > _SHORT_MAX:
+                    raise JWSError("format", "header or signature part too long")
+                if part == 0:
+                    h.update(mv[i:j])
+            if dot >= 0:
+                part += 1
+                if part == 1:
+                    h.update(b".")
+                i = dot + 1
+            else:
+                i = n
+    if part != 2:
+        raise JWSError("format", "expected three dot-separated parts")
+    if group:
+        if len(group) == 1:
+            raise JWSError("format", "bad base64url length")
+        out.write(_decode_group(group))
+    try:
+        head = _head(b64url.decode(head))
+        r, s = _sig(b64url.decode(sig))
+    except ValueError as e:
+        if isinstance(e, JWSError):
+            raise
+        raise JWSError("format", str(e))
+    if not ecdsa.verify_digest(pub, h.digest(), r, s):
+        raise JWSError("signature", "ES256 signature does not verify")
+    return head
+
+
+def _decode_group(chars):
+    try:
+        return b64url.decode(chars)
+    except ValueError as e:
+        raise JWSError("format", str(e))

@@ -3,6 +3,8 @@
 # SubjectPublicKeyInfo DER in a sibling ".pub" file and through Key.public_spki_der().
 # A key file that exists but is malformed is an error, never silently replaced: the backend has
 # pinned the old public key, and a new one would orphan every record signed before.
+# A new key is drawn only once the board says its random source is truly random (hal/entropy.py:
+# on the ESP32, with the radio on), or not at all: a guessable key is worse than none.
 import binascii
 import os
 
@@ -43,6 +45,10 @@ class Key:
     def jws(self, payload, kid):
         """Compact JWS bytes of payload (signing input hashed while it is encoded)."""
         return jws.sign(self._priv, payload, kid)
+
+    def write_jws(self, w, payload, kid):
+        """Append the compact JWS of payload to the canon.Writer w (no copy of it is made)."""
+        jws.write(w, payload, jws.header(kid), self.sign_digest)
 
     def public_spki_der(self):
         if self._spki is None:
@@ -97,12 +103,24 @@ def load(path):
     return key
 
 
-def create(path):
-    """A new key pair from os.urandom, written to path (and path + ".pub"); refuses to overwrite."""
+def create(path, entropy_ms=None):
+    """A new key pair from os.urandom, written to path (and path + ".pub"); refuses to overwrite.
+    Waits up to entropy_ms (default 10 s) for a true random source (hal/entropy.py), else
+    DeviceKeyError."""
     if _exists(path):
         raise DeviceKeyError("device key exists at " + path + "; refusing to replace it")
     _makedirs(path)
-    priv, _ = ecdsa.keygen()
+    from hal import entropy  # once in a device's life: not kept in RAM by every boot
+
+    try:
+        done = entropy.wait(entropy_ms)
+    except OSError as exc:  # no good source, or the board failed to start one
+        raise DeviceKeyError("no device key made: %s" % exc)
+    try:
+        priv, _ = ecdsa.keygen()
+    finally:
+        if done is not None:
+            done()
     key = Key(priv)
     _write_atomic(path, priv.to_bytes(_KEY_BYTES, "big"))
     _write_atomic(path + ".pub", key.public_spki_der())

@@ -157,6 +157,10 @@ class Reader:
         self.bytes_read += len(body)
         return body if len(body) == n and crc32(body) == crc else None
 
+    def body_at(self):
+        """(offset, length) of the last entry's body in the file."""
+        return self._body[0], self._body[1]
+
     def verify_body(self):
         """Whether the last entry's body passes its CRC, read in small chunks."""
         off, n, want = self._body

@@ -26,10 +26,25 @@ from journal.recovery import ACK, ACK_TMP, QDIR, seg_name
 _Q_KEEP = const(4096)  # bytes of a damaged region kept for the technician
 _MAX_SID = const(64)
 _MAX_SESSION_JSON = const(2048)
+_BYTES = (bytes, bytearray, memoryview)  # a record may be views of the sealing buffer (billing/record.py)
 
 
 class JournalFull(Exception):
     pass
+
+
+class OnFlash:
+    """Where a record's signed bytes lie: len() bytes at offset `off` of file `path`. Valid until the
+    record is acknowledged (segments holding unacknowledged records are never removed)."""
+
+    __slots__ = ("path", "off", "n")
+
+    def __init__(self, path, body):
+        self.path = path
+        self.off, self.n = body
+
+    def __len__(self):
+        return self.n
 
 
 def _sid_bytes(session_id):
@@ -257,7 +272,7 @@ class Journal:
             self.recover()
         if seq != self._next:
             raise ValueError("record seq %r is not the next seq %d" % (seq, self._next))
-        if not isinstance(payload, (bytes, bytearray)) or not isinstance(signed, (bytes, bytearray)) or not signed:
+        if not isinstance(payload, _BYTES) or not isinstance(signed, _BYTES) or not signed:
             raise ValueError("payload and signed record must be bytes")
         sid = b"" if session_id is None else _sid_bytes(session_id)
         if session_id is not None and session_id not in self._open:
@@ -294,8 +309,12 @@ class Journal:
             self._rotate()  # the active segment holds only acknowledged records: give its room back
         return True
 
-    def pending(self, after_seq=None, limit=None):
-        """Yield (seq, signed bytes) of unacknowledged records in order, read from flash one at a time."""
+    def pending(self, after_seq=None, limit=None, on_flash=False):
+        """Yield (seq, signed bytes) of unacknowledged records in order, read from flash one at a time.
+
+        on_flash: yield (seq, OnFlash) instead, the record's place on flash with its CRC checked
+        (read in 256-byte pieces): the uplink sends it from there without a copy in RAM.
+        """
         want = self._acked + 1
         if after_seq is not None and after_seq + 1 > want:
             want = after_seq + 1
@@ -305,14 +324,14 @@ class Journal:
                 want = self._acked + 1
             if want >= self._next:
                 return
-            found = self._find(want)
+            found = self._find(want, on_flash)
             if found is None:
                 return
             yield found
             count += 1
             want = found[0] + 1
 
-    def _find(self, want):
+    def _find(self, want, on_flash=False):
         # The first readable record with seq >= want. Files are closed before pending() yields,
         # so appends, acks and segment removal may happen between two records.
         segs = self._segs
@@ -329,7 +348,10 @@ class Journal:
                     if kind == frame.BAD:
                         self._bad("torn" if end >= seg[2] else "corrupt", seg, f, off, end, None)
                     elif kind == frame.REC and seq >= want:
-                        signed = r.read_body()
+                        if on_flash:
+                            signed = OnFlash(self._seg_path(seg), r.body_at()) if r.verify_body() else None
+                        else:
+                            signed = r.read_body()
                         if signed is not None:
                             self._hint = (seg[0], end, seq + 1)
                             return seq, signed

@@ -23,8 +23,9 @@ from uplink import mqtt
 _IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; the unix port has no names for them
 _TCP_NODELAY = const(1)
 _DNS_POLL_MS = const(20)
-_HEAD_ROOM = const(512)  # topic, header and packet id around a payload
+_IN_BYTES = const(1536)  # receive buffer: acks, answers, commands; larger PUBLISH payloads stream to a sink
 _DIRECT_CHUNK = const(1024)  # a payload larger than the outbound buffer goes out in pieces this size
+_FLASH_PIECE = const(512)  # a journaled record is read from flash and sent in pieces this size
 
 
 def _is_ip(host):
@@ -70,19 +71,25 @@ class Conn:
     """A broker connection: open(), then serve() receives; publish() sends; close()."""
 
     def __init__(self, host, port, client_id, keepalive_s=30, user=None, password=None, ssl_ctx=None,
-                 max_packet=8192, out_size=4096, timeout_ms=5000, on_message=None):
+                 max_packet=8192, out_size=1024, timeout_ms=5000, on_message=None, on_stream=None):
         self.host = host
         self.port = port
         self.ssl_ctx = ssl_ctx
         self.keepalive_ms = keepalive_s * 1000
         self.timeout_ms = timeout_ms
-        self.max_packet = max_packet
+        self.max_packet = max_packet  # the largest PUBLISH payload streamed to a sink; larger are dropped
         self.codec = mqtt.Codec(client_id, keepalive_s, user, password, out_size)
         self.codec.set_callback(self._on_publish)
         self.on_message = on_message  # f(topic bytes, msg bytes, oversize int): 0 or the size dropped
-        self._in = bytearray(max_packet + _HEAD_ROOM)
+        # f(topic bytes, size) -> a sink (write(mv), end() -> complete) for a PUBLISH payload larger
+        # than the receive buffer, or None to drop it; a complete one is acked after end()
+        self.on_stream = on_stream
+        self._in = bytearray(_IN_BYTES)
         self._in_len = 0
-        self._skip = 0  # bytes of an oversized PUBLISH still to throw away
+        self._skip = 0  # bytes of a large PUBLISH payload still to come (to the sink, or thrown away)
+        self._sink = None
+        self._sink_pid = 0
+        self._piece = bytearray(_FLASH_PIECE)
         self._stream = None
         self._lock = asyncio.Lock()
         self._acks = {}  # packet id -> result, for the packets open() waits on
@@ -100,6 +107,7 @@ class Conn:
         self.close()
         self._in_len = 0
         self._skip = 0
+        self._end_sink()
         self._acks = {}
         self.error = None
         try:
@@ -193,8 +201,12 @@ class Conn:
         while pos < end:
             if self._skip:
                 k = min(self._skip, end - pos)
+                if self._sink is not None:
+                    self._sink.write(mv[pos:pos + k])
                 self._skip -= k
                 pos += k
+                if not self._skip:
+                    self._end_sink()
                 continue
             fl = mqtt.frame_length(mv[pos:end], end - pos)
             if fl is None:
@@ -224,8 +236,9 @@ class Conn:
         self._in_len = rest
 
     def _oversized(self, mv, pos, end, hl, rem):
-        # Keep the topic and packet id (to report it and PUBACK it), throw the payload away
-        # as it arrives; returns the new position, negated when more bytes are needed first.
+        # Keep the topic and packet id, then hand the payload to a sink piece by piece as it
+        # arrives (acked when complete), or throw it away (acked now, reported); returns the
+        # new position, negated when more bytes are needed first.
         if end - pos < hl + 2:
             return -pos
         tlen = mv[pos + hl] << 8 | mv[pos + hl + 1]
@@ -236,15 +249,36 @@ class Conn:
         if end - pos < need:
             return -pos
         topic = bytes(mv[pos + hl + 2:pos + hl + 2 + tlen])
-        if qos == 1:
-            pid = mv[pos + need - 2] << 8 | mv[pos + need - 1]
-            self.codec.sock.write(bytes((mqtt.PUBACK, 2, pid >> 8, pid & 0xFF)))
-        elif qos:
+        if qos > 1:
             raise mqtt.ProtocolError("QoS 2 delivery")
-        self._skip = hl + rem - need
-        if self.on_message is not None:
-            self.on_message(topic, b"", hl + rem)
+        pid = mv[pos + need - 2] << 8 | mv[pos + need - 1] if qos else 0
+        self._skip = size = hl + rem - need
+        sink = None
+        if size <= self.max_packet and self.on_stream is not None:
+            sink = self.on_stream(topic, size)
+        if sink is None:
+            self._ack(pid)
+            if self.on_message is not None:
+                self.on_message(topic, b"", hl + rem)
+        else:
+            self._sink, self._sink_pid = sink, pid
+            if not size:
+                self._end_sink()
         return pos + need
+
+    def _ack(self, pid):
+        if pid:
+            self.codec.sock.write(bytes((mqtt.PUBACK, 2, pid >> 8, pid & 0xFF)))
+
+    def _end_sink(self):
+        # the payload has gone by: acked now (the broker may forget it), whatever the sink made
+        # of it; or the link broke first and the sink learns it is incomplete
+        sink = self._sink
+        if sink is None:
+            return
+        self._sink = None
+        if sink.end() and self._stream is not None:
+            self._ack(self._sink_pid)
 
     def _on_publish(self, topic, msg):
         if self.on_message is not None:
@@ -257,6 +291,8 @@ class Conn:
         """
         if not self.connected:
             raise OSError("not connected")
+        if hasattr(msg, "path"):
+            return await self._publish_from_flash(topic, msg, qos, retain)
         wire = self.codec.sock
         need = len(topic) + len(msg) + 9  # header, lengths, packet id
         async with self._lock:
@@ -273,6 +309,28 @@ class Conn:
             mv = memoryview(msg)
             for i in range(0, len(mv), _DIRECT_CHUNK):
                 await self._send(mv[i:i + _DIRECT_CHUNK])
+
+    async def _publish_from_flash(self, topic, rec, qos, retain):
+        # a journaled record (journal.OnFlash): the head from the outbound buffer, then the record
+        # read from its file in pieces into a small buffer of its own and sent straight (PUBACKs
+        # the reader writes meanwhile wait in the outbound buffer, after this packet). The file is
+        # open only between awaits: the journal appends to it meanwhile.
+        mv = memoryview(self._piece)
+        async with self._lock:
+            if self.codec.sock.out_len + len(topic) + 9 > len(self.codec.sock.out):
+                await self._flush()
+            self.codec.publish_head(topic, len(rec), qos, retain)
+            await self._flush()
+            pos, end = rec.off, rec.off + len(rec)
+            while pos < end:
+                with open(rec.path, "rb") as f:
+                    f.seek(pos)
+                    got = f.readinto(mv[:min(_FLASH_PIECE, end - pos)])
+                if not got:
+                    self.close("record ends early on flash")
+                    raise OSError("record %s@%d ends early on flash" % (rec.path, rec.off))
+                await self._send(mv[:got])
+                pos += got
 
     async def flush(self):
         async with self._lock:
@@ -324,6 +382,7 @@ class Conn:
         stream = self._stream
         self._stream = None
         self.codec.sock.out_len = 0
+        self._end_sink()
         if stream is not None:
             try:
                 stream.s.close()

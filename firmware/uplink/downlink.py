@@ -96,14 +96,9 @@ class Downlink:
                 raise Rejected("oversized", "%d bytes > %d" % (oversize or len(msg), self.max_doc))
             if not msg:
                 return False  # a cleared retained topic: nothing to apply
-            try:
-                payload = self.verify(msg)
-            except Exception as exc:
-                raise Rejected("signature", str(exc))
-            try:
-                doc = json.loads(payload)
-            except (ValueError, UnicodeError):
-                raise Rejected("malformed", "payload is not JSON")
+            if getattr(msg, "error", None) is not None:  # spooled, but flash did not keep it
+                raise Rejected("flash", str(msg.error))
+            doc = self._document(msg)
             if not isinstance(doc, dict) or doc.get("type") != kind:
                 raise Rejected("malformed", "want an object with type %r" % kind)
             target = doc.get("dev", "*")
@@ -122,6 +117,23 @@ class Downlink:
                 evt["detail"] = rej.detail[:120]
             self.report(evt)
             return False
+
+    def _document(self, msg):
+        # msg: the compact JWS, or a spool on flash (uplink/spool.py) whose verified payload
+        # comes back as an open file, parsed from flash without holding its text
+        try:
+            payload = self.verify(msg)
+        except Exception as exc:
+            raise Rejected("signature", str(exc))
+        try:
+            if isinstance(payload, (bytes, bytearray, str)):
+                return json.loads(payload)
+            try:
+                return json.load(payload)
+            finally:
+                payload.close()
+        except (ValueError, UnicodeError):
+            raise Rejected("malformed", "payload is not JSON")
 
     def _call(self, kind, *args):
         try:

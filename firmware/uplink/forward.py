@@ -2,7 +2,8 @@
 # flight, delivered only when the backend's cumulative ack {"seq": N} covers them.
 #
 # The record store (billing/journal.py on the device) offers:
-#   pending(after_seq, limit) -> iterable of (seq, signed_bytes), seq ascending, seq > after_seq
+#   pending(after_seq, limit, on_flash) -> iterable of (seq, signed), seq ascending, seq > after_seq;
+#                             signed: bytes, or with on_flash a journal.OnFlash the conn reads
 #   ack(seq)                  forget every record up to seq (durably)
 #   acked_seq()               highest acknowledged seq (0 when none)
 #   next_seq()                seq the next record will get (so next_seq() - 1 is the last)
@@ -97,7 +98,7 @@ class Forwarder:
         if self._next - 1 == acked:
             self._progress_at = clock.io_ms()  # the resend timer starts with the first in flight
         n = 0
-        for seq, data in self.store.pending(self._next - 1, room):
+        for seq, data in self.store.pending(self._next - 1, room, True):  # on flash, not copied to RAM
             if seq != self._next:
                 raise ValueError("store returned seq %d, expected %d" % (seq, self._next))
             await publish(topic, data, flush=False)  # the window goes out in as few writes as fit

@@ -102,3 +102,73 @@ def test_tool_exports_what_the_device_created(mpy, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "keys.py"), "export", "--root", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no flash image" in proc.stderr
+
+
+# A new key waits for a true random source (hal/entropy.py). The host board has no hook (the unix
+# port's os.urandom is the OS's, good at once); these give the board one, as an ESP32 board would.
+def test_no_key_without_a_true_random_source(mpy, tmp_path):
+    res = boot(mpy, tmp_path, """
+import os, time
+calls = []
+board.entropy_ready = lambda: calls.append("ready") or False  # the radio never comes up
+board.entropy_done = lambda: calls.append("done")
+t0 = time.ticks_ms()
+try:
+    keys.load_or_create(mnt + "/device.key")
+    emit(["made a key", None])
+except keys.DeviceKeyError as e:
+    emit([str(e), sorted(n for n in os.listdir(mnt) if n.startswith("device.key")), calls.count("ready") > 2,
+          calls[-1], time.ticks_diff(time.ticks_ms(), t0)])
+""").value
+    msg, files, polled, last, ms = res
+    assert msg.startswith("no device key made: no true random source within 10000 ms"), msg
+    assert files == [] and polled and last == "done" and ms >= 10000
+
+
+def test_key_made_once_the_source_is_ready(mpy, tmp_path):
+    res = boot(mpy, tmp_path, """
+import os
+calls = []
+def ready():
+    calls.append("ready")
+    return calls.count("ready") >= 3  # e.g. the radio takes a moment to start
+board.entropy_ready = ready
+board.entropy_done = lambda: calls.append("done")
+key = keys.create(mnt + "/device.key", entropy_ms=5000)
+emit([calls, key.public_hex() == keys.load(mnt + "/device.key").public_hex()])
+""").value
+    assert res == [["ready", "ready", "ready", "done"], True]
+
+
+def test_esp32_radio_is_started_for_the_key_and_stopped_after(mpy):
+    """hal/entropy.py's ESP32 hooks against a stand-in network module: a WLAN that is off is
+    started (its RF feeds the RNG) and stopped again; one that was on is left on."""
+    res = mpy.run("""
+import sys
+
+class WLAN:
+    on = False
+    log = []
+    def __init__(self, which):
+        pass
+    def active(self, v=None):
+        if v is None:
+            return WLAN.on
+        WLAN.on = v
+        WLAN.log.append(v)
+
+class network:
+    STA_IF = 0
+    WLAN = WLAN
+
+sys.modules["network"] = network
+from hal import entropy
+out = [entropy.esp32_radio_ready(), WLAN.on]
+entropy.esp32_radio_done()
+out += [WLAN.on, list(WLAN.log)]
+WLAN.on = True  # the charger's own WLAN is up already
+WLAN.log.clear()
+out += [entropy.esp32_radio_ready(), entropy.esp32_radio_done(), WLAN.on, list(WLAN.log)]
+emit(out)
+""").value
+    assert res == [True, True, False, [True, False], True, None, True, []]

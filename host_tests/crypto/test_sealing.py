@@ -256,3 +256,54 @@ emit([alloc(lambda: record.build(fields)), alloc(lambda: record.seal(key, f)),
     build, seal, sign, n = res
     assert build <= 8 * 1024, res
     assert seal - 2 * sign <= 24 * 1024, res
+
+
+def test_the_chargers_seal_needs_no_large_free_block(mpy):
+    """The charger's path (record.seal with commit, the buffer reserved at boot): the payload moves
+    to the front of the reserved buffer and the JWS follows it; commit gets views of both, equal to
+    the bytes the copying path returns. It seals on a heap chopped into 256-byte holes, where the
+    copying path (a bytes object of the payload and one of the JWS) cannot."""
+    res = mpy.run(f"""
+import gc, json
+from crypto import keys, canon, p256
+from billing import record
+key = keys.Key({RFC_PRIV})
+p256.comb_table()
+canon.reserve(4096)
+f = json.loads({json.dumps(session_fields())!r})
+want = record.seal(key, f)
+got = []
+record.seal(key, f, lambda p, j: got.append((bytes(p), bytes(j), type(p).__name__)))
+out = {{"same": [got[0][0] == want[0], got[0][1] == want[1]], "type": got[0][2], "sizes": [len(want[0]), len(want[1])],
+       "kept": canon._kept is not None and len(canon._kept.buf) == 4096}}
+want = got = None
+# chop the heap: fill it with 256-byte pieces, then free every other one
+gc.collect()
+pieces = []
+try:
+    while True:
+        pieces.append(bytearray(240))
+except MemoryError:
+    pass
+for i in range(0, len(pieces), 2):
+    pieces[i] = None
+gc.collect()
+done = []
+def commit(p, j):
+    done.append(len(j))
+try:
+    record.seal(key, f, commit)
+    out["views"] = done
+except MemoryError:
+    out["views"] = "MemoryError"
+try:
+    record.seal(key, f)
+    out["copies"] = "sealed"
+except MemoryError:
+    out["copies"] = "MemoryError"
+pieces = None
+emit(out)
+""", heap="512k").value
+    assert res["same"] == [True, True] and res["type"] == "memoryview" and res["kept"], res
+    assert res["views"] == [res["sizes"][1]], res
+    assert res["copies"] == "MemoryError", res

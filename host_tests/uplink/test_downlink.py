@@ -115,3 +115,89 @@ def test_applied_documents_reach_the_owner(broker, tmp_path):
         ["authlist", {"ver": 2, "kind": "full", "base": 0}, [{"token": "t0"}, {"token": "t1"}]],
         ["cmd", {"type": "cmd", "id": "x", "dev": DEV, "exp": now + 60, "cmd": "stop", "session": 4}],
     ]
+
+
+def _tampered(doc: bytes, part: int, at: int, char: bytes) -> bytes:
+    parts = doc.split(b".")
+    p = bytearray(parts[part])
+    p[at:at + 1] = char
+    parts[part] = bytes(p)
+    return b".".join(parts)
+
+
+def test_large_documents_are_verified_from_flash(broker, tmp_path):
+    """Documents larger than the 1.5 KB receive buffer are spooled to flash as they arrive and
+    verified from there: the genuine ones apply exactly like small ones, every forgery of a large
+    one is refused the same way, and nothing of them stays on flash."""
+    key = Signer()
+    now = int(time.time())
+    pad = "p" * 5000  # ~6.8 KB as a JWS: above the receive buffer, under max_doc_bytes (8 KiB)
+    spec = {"records": 0, "hold_ms": 60000, "deadline_ms": 60000, "uplink": uplink_cfg(broker.url),
+            "backend_key": key.spki_hex, "state_dir": str(tmp_path)}
+    entries = [[{"token": "%02d%s" % (i * 40 + j, "t" * 60), "status": "accepted", "contract": "C" * 20}
+                for j in range(40)] for i in range(2)]
+    big = key.sign({"type": "tariff", "ver": 2, "id": "big", "pad": pad})
+    forged = bytearray(big)
+    forged[-5] ^= 1
+    plan = [
+        ("tariff", bytes(forged)),
+        ("tariff", _tampered(big, 1, 3000, b"A" if big.split(b".")[1][3000:3001] != b"A" else b"B")),
+        ("tariff", _tampered(big, 1, 4001, b"*")),  # not base64url, deep inside the payload
+        ("tariff", big.replace(b".", b"", 1)),  # two parts only
+        ("tariff", key.sign(b"{" + b'"x":1,' * 800)),  # signed, but not JSON
+        ("tariff", key.sign({"type": "tariff", "ver": 3, "pad": "x" * 9000})),  # over max_doc_bytes
+        ("tariff", big),
+        ("authlist", key.sign({"type": "authlist", "ver": 4, "full": True, "part": 1, "parts": 2,
+                               "entries": entries[1]})),
+        ("authlist", key.sign({"type": "authlist", "ver": 4, "full": True, "part": 0, "parts": 2,
+                               "entries": entries[0]})),
+        ("cmd", key.sign({"type": "cmd", "id": "big1", "dev": DEV, "exp": now + 300, "cmd": "stop", "pad": pad})),
+    ]
+    assert all(len(doc) > 1536 for _, doc in plan), [len(doc) for _, doc in plan]
+    want = [("tariff", "signature")] * 4 + [("tariff", "malformed"), ("tariff", "oversized")]
+    with BackendPeer(broker.host, broker.port) as peer:
+        run = DeviceRun(spec).start()
+        try:
+            _wait_online(peer, run)
+            for kind, doc in plan:
+                peer.publish(DEV, kind, doc)
+            assert peer.wait(lambda: peer.status.get(DEV, {}).get("versions", {}).get("authlist") == 4, 30), \
+                (_reasons(peer), run.log())
+            assert peer.wait(lambda: len(_reasons(peer)) >= len(want), 10), _reasons(peer)
+            assert peer.wait(lambda: "command big1 (stop) applied" in run.log(), 10), run.log()
+            versions = peer.status[DEV]["versions"]
+        finally:
+            run.stop()
+    assert _reasons(peer) == want
+    assert versions == {"tariff": 2, "authlist": 4}
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("down"))
+    assert leftovers == [], leftovers
+
+
+def test_a_large_document_cut_off_mid_transfer_is_not_applied(broker, tmp_path):
+    """The link breaks inside a spooled document: the partial file is thrown away unverified,
+    and the retained document, delivered whole on the next connection, applies once."""
+    from sim.netfaults import FaultProxy
+
+    key = Signer()
+    doc = key.sign({"type": "tariff", "ver": 7, "id": "t7", "pad": "q" * 5000})
+    with FaultProxy((broker.host, broker.port)) as proxy, BackendPeer(broker.host, broker.port) as peer:
+        peer.publish(DEV, "tariff", doc, retain=True)
+        proxy.cut_down_after = 3000  # CONNACK, SUBACK, then the retained tariff: cut inside it
+        spec = {"records": 0, "hold_ms": 60000, "deadline_ms": 60000,
+                "uplink": uplink_cfg(proxy.url, backoff_min_ms=1000, backoff_max_ms=1000),
+                "backend_key": key.spki_hex, "state_dir": str(tmp_path)}
+        run = DeviceRun(spec).start()
+        try:
+            deadline = time.monotonic() + 20
+            while proxy.cuts == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proxy.cut_down_after = None
+            assert proxy.cuts == 1, run.log()
+            assert peer.wait(lambda: peer.status.get(DEV, {}).get("versions", {}).get("tariff") == 7, 20), run.log()
+        finally:
+            run.stop()
+        peer.publish(DEV, "tariff", b"", retain=True)
+    assert _reasons(peer) == []
+    assert proxy.connections >= 2
+    assert "tariff ver 7 applied" in run.log() and run.log().count("tariff ver 7 applied") == 1

@@ -115,7 +115,7 @@ def test_black_hole_broker_never_stalls_the_loop():
 
 
 def test_unresolvable_broker_name_never_stalls_the_loop():
-    run = DeviceRun({"records": 5, "uplink": uplink_cfg("mqtt://no-such-host.invalid:1883"), "deadline_ms": 4000}).start()
+    run = DeviceRun({"records": 5, "uplink": uplink_cfg("mqtt://no-such-host.invalid:1883"), "deadline_ms": 8000}).start()
     res = run.result()
     assert res["acked"] == 0 and res["connects"] == 0
     assert res["max_lag_ms"] < STALL_BOUND_MS, res
@@ -123,7 +123,7 @@ def test_unresolvable_broker_name_never_stalls_the_loop():
 
 
 def test_records_larger_than_the_outbound_buffer_go_out_whole(broker, peer):
-    """The outbound buffer is 4 KiB (conn.py): a larger record is sent head first, then its payload
+    """The outbound buffer is 1 KiB (conn.py): a larger record is sent head first, then its payload
     in pieces straight from the record, interleaved with small ones; each arrives intact."""
     run = DeviceRun({"records": 60, "size": 9000, "uplink": uplink_cfg(broker.url), "deadline_ms": 60000}).start()
     res = run.result()

@@ -39,7 +39,7 @@ class RamStore:
     def append(self, n=1):
         self._next += n
 
-    def pending(self, after_seq=None, limit=16):
+    def pending(self, after_seq=None, limit=16, on_flash=False):
         seq = (self._acked if after_seq is None else after_seq) + 1
         while seq < self._next and limit > 0:
             yield seq, fake_record(self.dev, seq, self.size)
