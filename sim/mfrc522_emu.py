@@ -9,15 +9,11 @@ several cards in the field collide bit by bit, so the driver's anticollision rea
 """
 from __future__ import annotations
 
-import select
-import socket
-import struct
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sim.pn532_emu import EmulatorBase, LoopbackServer, default_atqa_sak
+from sim.pn532_emu import EmulatorBase, default_atqa_sak
 
 # registers
 COMMAND, COM_IRQ, DIV_IRQ, ERROR, STATUS2 = 0x01, 0x04, 0x05, 0x06, 0x08
@@ -336,42 +332,12 @@ class Mfrc522Emulator(EmulatorBase):
 
     # ---- SPI bridge over TCP -------------------------------------------------------------
     def serve_tcp(self) -> str:
-        server = LoopbackServer(self._serve)
+        from sim.bus_bridge import serve_spi
+
+        def silent() -> bool:
+            with self._lock:
+                return self._take("bridge_silence")
+
+        server = serve_spi(self, silent)
         self._closers.append(server.close)
         return server.url
-
-    def _recv_exact(self, conn: socket.socket, n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            if self._closing.is_set():
-                return None
-            ready, _, _ = select.select([conn], [], [], 0.05)
-            if not ready:
-                continue
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-
-    def _serve(self, conn: socket.socket, closing: threading.Event) -> None:
-        try:
-            while True:
-                op = self._recv_exact(conn, 1)
-                if op is None:
-                    return
-                if op in (b"S", b"D"):
-                    self.spi_select(op == b"S")
-                    continue
-                head = self._recv_exact(conn, 2)
-                data = self._recv_exact(conn, struct.unpack(">H", head)[0]) if head else None
-                if data is None:
-                    return
-                answer = self.spi_transfer(data)
-                if op == b"X":
-                    with self._lock:
-                        silent = self._take("bridge_silence")
-                    if not silent:
-                        conn.sendall(answer)
-        except OSError:
-            return

@@ -1,11 +1,20 @@
-"""A PN532 (NXP UM0701-02) emulated in CPython, speaking HSU frames over TCP or a pseudo-terminal.
+"""A PN532 (NXP UM0701-02) emulated in CPython, on any of its three host interfaces.
+
+HSU (the default): frames as a byte stream over TCP or a pseudo-terminal. I2C and SPI (UM0701-02
+6.2.4, 6.2.5): the chip holds each frame it has to send until the host reads it; the host polls a
+status byte whose bit 0 (RDY) says a frame is waiting. I2C: address 0x24 (0x48 write, 0x49 read);
+every read starts with the status byte, the frame follows when RDY is set. SPI (mode 0, each byte
+least significant bit first): the first byte of each chip-select window says what the window is,
+01 data write (the host's frame follows), 02 status read (the status byte comes back), 03 data
+read (the frame comes back). These are reached through the host's bus bridges (sim/bus_bridge.py)
+or called directly (`i2c_write`/`i2c_read`, `spi_select`/`spi_transfer`).
 
 Tests put cards in the field (`present`, `remove`) and inject faults into the next exchanges
 (`inject`). The emulator is written from the user manual, independently of the firmware's
 parser, and is checked against adafruit-circuitpython-pn532 (host_tests/nfc/test_pn532_emu.py).
 
-    with Pn532Emulator() as emu:
-        url = emu.serve_tcp()          # or: path = emu.serve_pty()
+    with Pn532Emulator() as emu:       # or Pn532Emulator(bus="i2c") / bus="spi"
+        url = emu.serve_tcp()          # or (HSU): path = emu.serve_pty()
         emu.present(bytes.fromhex("04a1b2c3d4e5f6"))
 """
 from __future__ import annotations
@@ -17,7 +26,7 @@ import socket
 import threading
 import time
 import tty
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
@@ -37,6 +46,13 @@ FAULTS = (
     "truncated",  # the head of a lost frame arrives just before the real answer
     "error_frame",  # the PN532 reports a syntax error instead of ACK
 )
+STREAM_ONLY = ("split", "noise", "truncated")  # I2C and SPI carry whole frames: no such thing there
+PACKET_FAULTS = tuple(f for f in FAULTS if f not in STREAM_ONLY)
+BUSES = ("hsu", "i2c", "spi")
+I2C_ADDRESS = 0x24  # 7-bit; 0x48/0x49 with the R/W bit
+SPI_DW, SPI_SR, SPI_DR = 0x01, 0x02, 0x03
+RDY = 0x01
+_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))  # LSB-first bytes <-> wire order
 
 
 def info_frame(payload: bytes, tfi: int = 0xD5) -> bytes:
@@ -201,11 +217,20 @@ class EmulatorBase:
 class Pn532Emulator(EmulatorBase):
     FAULTS = FAULTS
 
-    def __init__(self, firmware: tuple[int, int, int, int] = (0x32, 0x01, 0x06, 0x07), seed: int = 1) -> None:
+    def __init__(self, firmware: tuple[int, int, int, int] = (0x32, 0x01, 0x06, 0x07), seed: int = 1,
+                 bus: str = "hsu") -> None:
         super().__init__()
+        if bus not in BUSES:
+            raise ValueError(f"bus must be one of {BUSES}")
+        self.bus = bus
+        self.packet = bus != "hsu"  # I2C, SPI: whole frames, read when the host asks
+        if self.packet:
+            self.FAULTS = PACKET_FAULTS
         self.firmware = firmware
         self.cards: list[Card] = []
-        self.asleep = True  # HSU: a PN532 needs the 0x55 wake-up before it listens
+        # A C106 starts in LowVbat mode (AN10609): on HSU it listens after the 0x55 wake-up; on I2C
+        # and SPI the host's first access wakes it.
+        self.asleep = bus == "hsu"
         self.max_retries = 0xFF  # power-on default: InListPassiveTarget waits for a card forever
         self.dead = False  # a reader that answers nothing at all
         self.stats = Stats()
@@ -219,6 +244,13 @@ class Pn532Emulator(EmulatorBase):
         self._rng = random.Random(seed)
         self._write = lambda data: None
         self.port: int | None = None
+        self._frames_out: deque[bytes] = deque()  # I2C/SPI: frames waiting for the host to read them
+        self._spi_op: int | None = None  # SPI: the operation byte of the current chip-select window
+        self._spi_in = bytearray()
+        self._spi_out = b""
+        self._spi_pos = 0
+        if self.packet:
+            self._write = self._frames_out.append
 
     # ---- test controls -------------------------------------------------------------
     def present(self, uid: bytes, atqa: bytes | None = None, sak: int | None = None) -> Card:
@@ -244,8 +276,12 @@ class Pn532Emulator(EmulatorBase):
         """What the field holds at each executed InListPassiveTarget: a UID, None (empty),
         or (UID or None, fault) to also inject a fault into that exchange. The field keeps
         the last state after the plan; plan_done is set then."""
+        steps = [s if isinstance(s, tuple) else (s, None) for s in steps]
+        for _, fault in steps:
+            if fault is not None and fault not in self.FAULTS:
+                raise ValueError(f"unknown fault {fault!r} on {self.bus}; one of {self.FAULTS}")
         with self._lock:
-            self._plan = [s if isinstance(s, tuple) else (s, None) for s in steps]
+            self._plan = steps
             self._armed = False
             self.plan_done.clear()
 
@@ -276,6 +312,8 @@ class Pn532Emulator(EmulatorBase):
         return self._faults.pop(0) if self._faults else None
 
     def _on_host(self, kind: str, body: bytes) -> None:
+        if self.packet:
+            self._frames_out.clear()  # one output buffer: whatever the host did not read is gone
         if kind == "ack":  # the host aborts the running command
             self.stats.aborts += 1
             self._pending_list = None
@@ -394,10 +432,77 @@ class Pn532Emulator(EmulatorBase):
         ans = bytes([0x4B, 1, 1]) + card.atqa + bytes([card.sak, len(card.uid)]) + card.uid
         return ans + card.ats
 
+    # ---- I2C and SPI -------------------------------------------------------------------
+    def i2c_write(self, addr: int, data: bytes) -> bool:
+        """One write transaction; False when the address is not acknowledged."""
+        if addr != I2C_ADDRESS or self.dead:
+            return False
+        if data:  # an empty write is an address probe
+            with self._lock:
+                self._scanner = _HostFrames()  # each transaction stands alone
+            self.feed(bytes(data))
+        return True
+
+    def i2c_read(self, addr: int, n: int) -> bytes | None:
+        """One read transaction of n bytes: the status byte, then (when RDY) the waiting frame,
+        which this read takes even if it stops early; None when the address is not acknowledged."""
+        if addr != I2C_ADDRESS or self.dead:
+            return None
+        with self._lock:
+            if not self._frames_out:
+                return bytes(n)  # status 0: not ready (what follows means nothing)
+            if n < 2:
+                return bytes([RDY])[:n]  # a status poll leaves the frame waiting
+            frame = self._frames_out.popleft()
+        return (bytes([RDY]) + frame + bytes(n))[:n]
+
+    def spi_select(self, active: bool) -> None:
+        """Chip select: a window starts (active) or ends; a data-write window's frame is taken at its end."""
+        with self._lock:
+            frame = bytes(self._spi_in) if self._spi_op == SPI_DW else b""
+            self._spi_op, self._spi_in, self._spi_out, self._spi_pos = None, bytearray(), b"", 0
+        if frame and not active and not self.dead:
+            with self._lock:
+                self._scanner = _HostFrames()
+            self.feed(frame)
+
+    def spi_transfer(self, data: bytes) -> bytes:
+        """Bytes clocked in a chip-select window, in wire order (the PN532 shifts LSB first)."""
+        out = bytearray(len(data))
+        if self.dead:
+            return bytes(out)
+        with self._lock:
+            for i, wire in enumerate(data):
+                b = _REVERSED[wire]
+                if self._spi_op is None:
+                    self._spi_op = b
+                    if b == SPI_DR and self._frames_out:
+                        self._spi_out = self._frames_out.popleft()
+                    continue
+                if self._spi_op == SPI_SR:
+                    out[i] = RDY if self._frames_out else 0
+                elif self._spi_op == SPI_DR:
+                    if self._spi_pos < len(self._spi_out):
+                        out[i] = self._spi_out[self._spi_pos]
+                    self._spi_pos += 1
+                elif self._spi_op == SPI_DW:
+                    self._spi_in.append(b)
+        return bytes(_REVERSED[b] for b in out)
+
     # ---- transports -----------------------------------------------------------------
     def serve_tcp(self) -> str:
-        """Listen on a free loopback port; one client at a time (a new one replaces the old)."""
-        server = LoopbackServer(self._on_client)
+        """Listen on a free loopback port; one client at a time (a new one replaces the old).
+        HSU: the frames as a byte stream; I2C, SPI: the host's bus bridge protocol."""
+        if self.bus == "i2c":
+            from sim.bus_bridge import serve_i2c
+
+            server = serve_i2c(self)
+        elif self.bus == "spi":
+            from sim.bus_bridge import serve_spi
+
+            server = serve_spi(self)
+        else:
+            server = LoopbackServer(self._on_client)
         self.port = server.port
         self._closers.append(server.close)
         return server.url
@@ -416,7 +521,9 @@ class Pn532Emulator(EmulatorBase):
             pass
 
     def serve_pty(self) -> str:
-        """A pseudo-terminal; returns the path of its device side for the host driver."""
+        """A pseudo-terminal; returns the path of its device side for the host driver (HSU)."""
+        if self.packet:
+            raise ValueError("a pseudo-terminal carries HSU only")
         master, slave = os.openpty()
         tty.setraw(master)
         tty.setraw(slave)

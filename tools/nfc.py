@@ -2,7 +2,8 @@
 
   python tools/nfc.py --port tcp://10.0.0.7:4001 --secret 00112233445566778899aabbccddeeff
   python tools/nfc.py --port /dev/ttyUSB0 --show-uid          # commissioning: also the raw UID
-  python tools/nfc.py --port tcp://127.0.0.1:5000 --reader mfrc522
+  python tools/nfc.py --port tcp://127.0.0.1:5000 --reader mfrc522      # the SPI bridge of an emulator
+  python tools/nfc.py --port tcp://127.0.0.1:5001 --bus i2c             # a PN532 emulator behind the I2C bridge
 
 Prints {"token": ..., "uid_len": ...} (token null without --secret; "uid" only with --show-uid).
 Exit status 0 with a card, 1 on error or timeout (message on stderr).
@@ -34,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", required=True, help="tcp://host:port or a serial device path (PN532 HSU)")
     parser.add_argument("--reader", choices=("pn532", "mfrc522"), default="pn532")
+    parser.add_argument("--bus", choices=("uart", "i2c", "spi"),
+                        help="the reader's bus (default: HSU for a pn532, SPI for an mfrc522); i2c and spi "
+                             "reach an emulator through the host's tcp:// bus bridges")
     parser.add_argument("--secret", type=_secret, help="site secret, hex: print the card token too")
     parser.add_argument("--show-uid", action="store_true", help="also print the raw UID (card issue only)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a card (default 10)")
     args = parser.parse_args(argv)
     if not 0 < args.timeout <= 3600:
         parser.error("--timeout must be between 0 and 3600 seconds")
-    call = json.dumps([args.reader, args.port, args.secret, int(args.timeout * 1000), args.show_uid])
+    call = json.dumps([args.reader, args.port, args.secret, int(args.timeout * 1000), args.show_uid, args.bus])
     code = f"""
 import asyncio, json
 from nfc.probe import probe

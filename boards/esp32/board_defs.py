@@ -3,6 +3,10 @@
 # `pins` maps roles to GPIOs (None: the board has none; the firmware does without it). A config
 # file may override any role ("pins": {"relay": 27}); pincheck rejects what the chip forbids.
 # `strapping_ok` names strapping pins that are safe for a role on this board, with the reason.
+# `nfc` is the card reader's wiring (bus "uart": a PN532 on HSU, "i2c": a PN532 at "addr", "spi":
+# a PN532 or an MFRC522 with chip select "cs" and optional reset "rst", driven high to run);
+# `nfc_spi` an alternative wiring on SPI, pins of its own, for an MFRC522 (or a PN532 set to
+# SPI). The config's nfc.url names the one the charger uses ("nfc", "nfc_spi").
 #
 # Reference wiring, to be checked against each board's schematic and revision before building
 # a charger: the pins a board leaves free differ between revisions.
@@ -14,6 +18,9 @@ BOARDS = {
         "psram": False,  # WROOM-32: GPIO16/17 are free (not on WROVER modules)
         "rs485": {"uart": 2, "tx": 17, "rx": 16, "de": 4},
         "nfc": {"bus": "uart", "uart": 1, "tx": 33, "rx": 32},
+        # MFRC522 module: SCK, MOSI on HSPI's own pins, MISO and SDA (its chip select) through the
+        # GPIO matrix; RST on GPIO33, the HSU wiring's TX (a charger has one reader: either wiring).
+        "nfc_spi": {"bus": "spi", "spi": 1, "sck": 14, "mosi": 13, "miso": 19, "cs": 23, "rst": 33},
         "display": {"bus": "i2c", "i2c": 0, "sda": 21, "scl": 22, "addr": 0x3C},
         "eth": None,
         "pins": {
@@ -32,6 +39,8 @@ BOARDS = {
         "psram": True,  # N8R8 variants: octal PSRAM takes GPIO33..37
         "rs485": {"uart": 1, "tx": 17, "rx": 18, "de": 8},
         "nfc": {"bus": "uart", "uart": 2, "tx": 15, "rx": 16},
+        # MFRC522 module on the FSPI pins (GPIO10 CS, 11 MOSI, 12 SCK, 13 MISO); RST on GPIO14.
+        "nfc_spi": {"bus": "spi", "spi": 1, "sck": 12, "mosi": 11, "miso": 13, "cs": 10, "rst": 14},
         "display": {"bus": "i2c", "i2c": 0, "sda": 41, "scl": 42, "addr": 0x3C},
         "eth": None,
         "pins": {
@@ -50,7 +59,8 @@ BOARDS = {
         "psram": False,
         # UEXT connector: TXD GPIO4, RXD GPIO36 (input-only, fine for RX), SDA GPIO13, SCL GPIO16.
         "rs485": {"uart": 1, "tx": 4, "rx": 36, "de": 33},
-        # PN532 on I2C and the display share the UEXT I2C bus (addresses 0x24 and 0x3C).
+        # PN532 on I2C and the display share the UEXT I2C bus (addresses 0x24 and 0x3C). No SPI
+        # reader wiring: the only outputs left free are strapping pins (GPIO0, 2, 5, 15).
         "nfc": {"bus": "i2c", "i2c": 0, "sda": 13, "scl": 16, "addr": 0x24},
         "display": {"bus": "i2c", "i2c": 0, "sda": 13, "scl": 16, "addr": 0x3C},
         # LAN8720 RMII: fixed data pins, MDC/MDIO, 50 MHz clock out on GPIO17, PHY power on GPIO12.

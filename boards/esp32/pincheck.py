@@ -39,8 +39,9 @@ def board(name):
         raise PinError("unknown board %r; known boards: %s" % (name, ", ".join(sorted(BOARDS))))
 
 
-def uses(name, overrides=None):
-    """[(field, gpio, direction, group)] for every pin the board uses with these overrides."""
+def uses(name, overrides=None, nfc=None):
+    """[(field, gpio, direction, group)] for every pin the board uses with these overrides and
+    card-reader wiring (nfc: "nfc" when None, or an alternative such as "nfc_spi")."""
     spec = board(name)
     overrides = overrides or {}
     out = []
@@ -60,7 +61,7 @@ def uses(name, overrides=None):
         de = overrides.get("rs485_de", rs485.get("de"))
         if de is not None:
             out.append(("pins.rs485_de" if "rs485_de" in overrides else "rs485.de", de, "out", None))
-    bus("nfc", spec.get("nfc"))
+    bus(nfc or "nfc", spec.get(nfc or "nfc"))  # one reader wiring at a time: alternatives may share pins
     bus("display", spec.get("display"))
     eth = spec.get("eth")
     if eth:
@@ -78,7 +79,7 @@ def uses(name, overrides=None):
     return out
 
 
-def check(name, overrides=None):
+def check(name, overrides=None, nfc=None):
     """Problems with the board's pin use as a list of "field: message" strings ([] = fine)."""
     try:
         spec = board(name)
@@ -96,7 +97,7 @@ def check(name, overrides=None):
         if overrides.get(role, spec["pins"].get(role)) is None:
             problems.append("pins.%s: board %s has no default; set pins.%s in the config" % (role, name, role))
     seen = {}
-    for field, value, direction, group in uses(name, {k: v for k, v in overrides.items() if k in ROLE_DIRECTION}):
+    for field, value, direction, group in uses(name, {k: v for k, v in overrides.items() if k in ROLE_DIRECTION}, nfc):
         try:
             gpio = parse_pin(value)
         except PinError as exc:
@@ -119,7 +120,7 @@ def check(name, overrides=None):
             problems.append("%s: GPIO%d is already used by %s" % (field, gpio, other[0]))
         elif other is None:
             seen[gpio] = (field, group)
-    for field in ("rs485", "nfc"):
+    for field in ("rs485", nfc or "nfc"):
         conf = spec.get(field)
         if conf and conf.get("bus", "uart") == "uart" and conf.get("uart") not in chip["uarts"]:
             problems.append("%s.uart: UART%s is not usable on %s (UART0 is the console)" % (field, conf.get("uart"), spec["chip"]))

@@ -1,5 +1,5 @@
-# An SPI bus carried over TCP, for SPI peripherals emulated on the host (the MFRC522
-# emulator in sim/mfrc522_emu.py). It offers the parts of machine.SPI the
+# An SPI bus carried over TCP, for SPI peripherals emulated on the host (the MFRC522 and PN532
+# emulators in sim/, served by sim/bus_bridge.py). It offers the parts of machine.SPI the
 # drivers use (write, readinto, write_readinto) and a chip-select pin as `cs`.
 #
 # Wire protocol, one message per bus action:
@@ -7,17 +7,23 @@
 #   "D"                 chip select released (CS high)
 #   "W" len:u16be data  clock data out, ignore what comes back (no answer)
 #   "X" len:u16be data  clock data out; the peer answers with exactly len bytes clocked in
-# A real SPI transfer takes microseconds and blocks, so this one blocks too, but never
-# longer than timeout_ms; a dead peer raises OSError like a broken bus. Actions that need
-# no answer are queued and go out with the next one that does (or flush()), so a register
-# write costs no round trip and Nagle's algorithm never holds a lone small write back.
-import socket
-
+# Bytes travel in wire order, most significant bit = first bit on the wire. lsb_first=True is
+# machine.SPI's firstbit=SPI.LSB: each byte is shifted out (and in) least significant bit first.
+# Actions that need no answer are queued and go out with the next one that does (or flush()),
+# so a register write costs no round trip and Nagle's algorithm never holds a lone write back.
 from micropython import const
 
-from hal.stream import parse_tcp_url
+from tcp_bridge import TcpBridge
 
 _QUEUE_MAX = const(512)
+
+
+def _reverse(b):
+    r = 0
+    for _ in range(8):
+        r = (r << 1) | (b & 1)
+        b >>= 1
+    return r
 
 
 class _ChipSelect:
@@ -40,34 +46,17 @@ class _ChipSelect:
         self.value(0)
 
 
-class SpiBridge:
-    def __init__(self, url, timeout_ms=200):
-        self.url = url
-        self.host, self.port = parse_tcp_url(url)
-        self.timeout_ms = timeout_ms
-        self._sock = None
+class SpiBridge(TcpBridge):
+    def __init__(self, url, timeout_ms=200, lsb_first=False):
+        super().__init__(url, timeout_ms)
+        self.lsb_first = lsb_first
         self._out = bytearray()  # queued actions; bounded by flushing at _QUEUE_MAX
         self._scratch = bytearray(64)
         self.cs = _ChipSelect(self)
 
-    def _connect(self):
-        if self._sock is None:
-            addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout_ms / 1000)
-            try:
-                sock.connect(addr)
-            except OSError as exc:
-                sock.close()
-                raise OSError("%s: cannot connect (%s)" % (self.url, exc))
-            self._sock = sock
-        return self._sock
-
     def _drop(self):
         self._out = bytearray()
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        super()._drop()
         self.cs._level = 1
 
     def _queue(self, op, data=None):
@@ -77,37 +66,19 @@ class SpiBridge:
             n = len(data)
             out.append(n >> 8)
             out.append(n & 0xFF)
-            out.extend(data)
+            if self.lsb_first:
+                out.extend(bytes(_reverse(b) for b in data))
+            else:
+                out.extend(data)
         if len(out) > _QUEUE_MAX:
             self.flush()
 
     def flush(self):
         if not self._out:
             return
-        sock = self._connect()
-        try:
-            view = memoryview(self._out)
-            while len(view):
-                n = sock.send(view)
-                view = view[n:]
-        except OSError:
-            self._drop()
-            raise
-        finally:
-            self._out = bytearray()
-
-    def _recv_into(self, buf):
-        view = memoryview(buf)
-        got = 0
-        try:
-            while got < len(view):
-                n = self._sock.readinto(view[got:])
-                if not n:
-                    raise OSError("%s: bridge closed" % self.url)
-                got += n
-        except OSError:
-            self._drop()
-            raise
+        out = self._out
+        self._out = bytearray()
+        self._send(out)
 
     def write(self, buf):
         self._queue(0x57, buf)  # "W"
@@ -118,6 +89,9 @@ class SpiBridge:
         self._queue(0x58, wbuf)  # "X"
         self.flush()
         self._recv_into(rbuf)
+        if self.lsb_first:
+            for i in range(len(rbuf)):
+                rbuf[i] = _reverse(rbuf[i])
 
     def readinto(self, buf, write=0):
         n = len(buf)

@@ -8,10 +8,10 @@ from nfc.token import card_token, parse_secret
 _POLL_MS = 100
 
 
-async def probe(kind, url, secret=None, timeout_ms=10000, show_uid=False):
+async def probe(kind, url, secret=None, timeout_ms=10000, show_uid=False, bus=None):
     """{"token", "uid_len"[, "uid"]} of the first card seen; ReaderTimeout when none came."""
     key = parse_secret(secret) if secret is not None else None
-    driver = open_driver(kind, url)
+    driver = open_driver(kind, url, bus)
     deadline = clock.io_deadline(timeout_ms)
     uid = bytearray(10)
     ready = False

@@ -8,11 +8,15 @@ import pytest
 from sim import mpy
 
 HERE = Path(__file__).resolve().parent
-ESP32 = HERE.parents[1] / "boards" / "esp32"
+REPO = HERE.parents[1]
+ESP32 = REPO / "boards" / "esp32"
 
 
-def run_board(tmp_path, board: str | None, body: str, config: dict | None = None):
-    """Run body on a root laid out as deploy leaves an ESP32 (board layer, board.txt, config at /)."""
+def run_board(tmp_path, board: str | None, body: str, config: dict | None = None, extra: tuple = (),
+              check: bool = True):
+    """Run body on a root laid out as deploy leaves an ESP32 (board layer, board.txt, config at /);
+    extra: more files or folders to put there (the firmware, the host's bus bridges). The value
+    emitted, or with check=False the whole result (the process may end by a reset)."""
     import json
     import shutil
 
@@ -20,6 +24,11 @@ def run_board(tmp_path, board: str | None, body: str, config: dict | None = None
     root.mkdir(exist_ok=True)
     for src in [*ESP32.glob("*.py"), HERE / "mp" / "machine.py"]:
         shutil.copy(src, root / src.name)
+    for src in extra:
+        if src.is_dir():
+            shutil.copytree(src, root / src.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / src.name)
     if board:
         (root / "board.txt").write_text(board + "\n")
     if config is not None:
@@ -35,9 +44,12 @@ os.chdir("/")
 import sys
 sys.path.insert(0, "")
 import machine
+import board_defs
+machine.CHIP = board_defs.BOARDS.get({board!r}, board_defs.BOARDS["esp32-devkitc"])["chip"]
 import board
 """ + body
-    return mpy.run(code).value
+    result = mpy.run(code, check=check)
+    return result.value if check else result
 
 
 def test_roles_pins_and_overrides(tmp_path):
@@ -109,3 +121,74 @@ emit([before, board.watchdog_armed(), board.rtc_quality() in ("I", "U"), board.c
 
 def test_unknown_board_name_falls_back_with_a_message(tmp_path):
     assert run_board(tmp_path, "esp32-nope", "emit(board.NAME)") == "esp32-devkitc"
+
+
+def test_machine_constructors_take_the_esp32_signatures_only(tmp_path):
+    out = run_board(tmp_path, "esp32-devkitc", """
+def refused(make):
+    try:
+        make()
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__
+    return None
+
+P = machine.Pin
+emit({
+    "pin_kw": refused(lambda: P(4, P.OUT, val=1)),
+    "uart_kw": refused(lambda: machine.UART(1, baudrate=9600, tx_pin=17)),
+    "i2c_kw": refused(lambda: machine.I2C(0, scl=P(22), sda=P(21), frequency=100000)),
+    "i2c_positional_pins": refused(lambda: machine.I2C(0, P(22), P(21))),
+    "soft_i2c_kw": refused(lambda: machine.SoftI2C(P(22), P(21), freq=100000, id=0)),
+    "spi_kw": refused(lambda: machine.SPI(1, baudrate=1000000, clk=P(14))),
+    "wdt_kw": refused(lambda: machine.WDT(timeout_ms=5000)),
+    "uart_ok": refused(lambda: machine.UART(2, 9600, 8, None, 1, tx=17, rx=16, timeout=0, timeout_char=0, rxbuf=256)),
+    "spi_ok": refused(lambda: machine.SPI(2, 1000000, polarity=0, phase=0, bits=8, firstbit=machine.SPI.LSB,
+                                          sck=P(18), mosi=P(23), miso=P(19))),
+    "no_uart3": refused(lambda: machine.UART(3)),
+    "no_gpio20": refused(lambda: P(20)),
+    "input_only": refused(lambda: P(34, P.OUT)),
+    "wdt_zero": refused(lambda: machine.WDT(timeout=0)),
+})
+""")
+    assert out == {"pin_kw": "TypeError", "uart_kw": "TypeError", "i2c_kw": "TypeError",
+                   "i2c_positional_pins": "TypeError", "soft_i2c_kw": "TypeError", "spi_kw": "TypeError",
+                   "wdt_kw": "TypeError", "uart_ok": None, "spi_ok": None, "no_uart3": "ValueError",
+                   "no_gpio20": "ValueError", "input_only": "ValueError", "wdt_zero": "ValueError"}
+
+
+def test_uart_read_is_none_when_nothing_waits(tmp_path):
+    out = run_board(tmp_path, "esp32-devkitc", """
+u = machine.UART(1, 115200, tx=33, rx=32, timeout=0)
+before = [u.read(), u.readinto(bytearray(4)), u.any()]
+u.rx.extend(b"ok")
+emit(before + [u.read() == b"ok", u.read()])
+""")
+    assert out == [None, None, 0, True, None]
+
+
+def test_a_starved_watchdog_resets_the_process(tmp_path):
+    result = run_board(tmp_path, "esp32-devkitc", """
+import time
+w = board.Watchdog(100)
+w.feed()
+time.sleep_ms(2000)
+emit("still running")
+""", check=False)
+    assert result.results == [] and result.returncode != 0, result.log()
+    assert "machine: WDT not fed for 100 ms: reset" in result.stderr
+
+
+def test_a_fed_watchdog_lets_the_program_run_and_a_starved_one_calls_the_reset_hook(tmp_path):
+    out = run_board(tmp_path, "esp32-devkitc", """
+import time
+resets = []
+machine.on_reset = resets.append
+w = board.Watchdog(150)
+for _ in range(20):  # 400 ms, fed every 20 ms
+    time.sleep_ms(20)
+    w.feed()
+fed = list(resets)
+time.sleep_ms(400)
+emit([fed, resets == [machine.WDT_RESET]])
+""")
+    assert out == [[], True]

@@ -40,15 +40,7 @@ PROJECT = (
 # Known ESP32 incompatibilities in today's firmware, each tracked as an issue: (file, name) -> issue.
 # The gate passes with these and fails on any new one; an entry that no longer matches fails too,
 # so fixing the code means deleting its line here.
-KNOWN = {
-    # issue 17 ("every board's buses"): mfrc522 over tcp:// imports the host-only SPI bridge. boards/host/spi_bridge.py
-    # is the unix port's board layer and is neither frozen nor deployed to an ESP32, yet
-    # config validation lets an ESP32 config set nfc.reader=mfrc522 with nfc.url=tcp://...:
-    # open_driver() then dies with ImportError on the board. ESP32 alternative: reject
-    # tcp:// for mfrc522 on ESP32 boards (tools/flashkit/checks.py) or reach the reader with
-    # board.open_spi(url), the other branch of open_driver().
-    ("firmware/nfc/__init__.py", "spi_bridge"): "issue 17: mfrc522 over tcp:// needs the host-only spi_bridge",
-}
+KNOWN = {}
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,16 @@ def token(uid: bytes, secret: bytes = SECRET) -> str:
 
 
 def run_reader(url: str, polls: int, kind: str = "pn532", poll_ms: int = 2, absent_polls: int = 2,
-               timeout: float = 30, driver_options: dict | None = None) -> dict:
-    """Run Reader.run until `polls` polls were answered; return taps, faults, counters, log."""
+               timeout: float = 30, driver_options: dict | None = None, bus: str | None = None) -> dict:
+    """Run Reader.run until `polls` polls were answered; return taps, faults, counters, log.
+    The driver comes from nfc.open_driver, on the bus the host board opens for url (and bus)."""
     code = f"""
 import asyncio
 from nfc import open_driver
 from nfc.reader import Reader
 
 async def main():
-    driver = open_driver({kind!r}, {url!r}, **{driver_options or {}!r})
+    driver = open_driver({kind!r}, {url!r}, {bus!r}, **{driver_options or {}!r})
     reader = Reader(driver, {SECRET_HEX!r}, poll_ms={poll_ms}, absent_polls={absent_polls})
     taps = []
     faults = []

@@ -44,6 +44,13 @@ def test_mfrc522(mfrc522):
     assert json.loads(out.stdout) == {"token": token(UID4), "uid_len": 4}
 
 
+def test_pn532_on_i2c_and_spi_through_the_bus_bridges(pn532_packet):
+    pn532_packet.present(UID4)
+    out = _tool("--port", pn532_packet.url, "--bus", pn532_packet.bus, "--secret", SECRET_HEX, "--timeout", "5")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"token": token(UID4), "uid_len": 4}
+
+
 def test_timeout_without_card(pn532):
     out = _tool("--port", pn532.url, "--timeout", "0.5")
     assert out.returncode == 1

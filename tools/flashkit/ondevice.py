@@ -455,6 +455,6 @@ def _evc_nfc_probe(timeout_ms):
         return
     try:
         # The token only: raw UIDs never leave the reader driver.
-        _evc_say(asyncio.run(probe(n["reader"], n["url"], cfg["site_secret"], timeout_ms)))
+        _evc_say(asyncio.run(probe(n["reader"], n["url"], cfg["site_secret"], timeout_ms, False, n.get("bus"))))
     except Exception as exc:
         _evc_say({"error": "%s: %s" % (type(exc).__name__, exc), "url": n["url"]})
