@@ -185,41 +185,90 @@ def open_uart(spec, baudrate=9600, bits=8, parity=None, stop=1):
 
 
 def i2c(field, freq=100000):
-    """machine.I2C for "nfc" or "display" when the board puts that device on I2C."""
+    """machine.I2C (SoftI2C when the wiring says "soft") for a device the board puts on I2C."""
     conf = SPEC.get(field)
     if not conf or conf.get("bus") != "i2c":
         raise ValueError("board %s has no I2C %s" % (NAME, field))
-    return machine.I2C(conf["i2c"], sda=machine.Pin(conf["sda"]), scl=machine.Pin(conf["scl"]), freq=freq)
+    scl, sda = machine.Pin(conf["scl"]), machine.Pin(conf["sda"])
+    if conf.get("soft"):
+        return machine.SoftI2C(scl, sda, freq=freq)
+    return machine.I2C(conf["i2c"], scl=scl, sda=sda, freq=freq)
 
 
-def spi(field, baudrate=1000000):
-    """(machine.SPI, chip-select Pin) for a device the board puts on SPI."""
+def spi(field, baudrate=1000000, lsb_first=False):
+    """(machine.SPI, chip-select Pin) for a device the board puts on SPI, in mode 0 (what the
+    PN532 and the MFRC522 speak); lsb_first shifts each byte least significant bit first (PN532)."""
     conf = SPEC.get(field)
     if not conf or conf.get("bus") != "spi":
         raise ValueError("board %s has no SPI %s" % (NAME, field))
-    bus = machine.SPI(conf["spi"], baudrate=baudrate, sck=machine.Pin(conf["sck"]),
-                      mosi=machine.Pin(conf["mosi"]), miso=machine.Pin(conf["miso"]))
+    if conf.get("rst") is not None:
+        machine.Pin(conf["rst"], machine.Pin.OUT, value=1)  # the reader's reset/power-down line: run
+    bus = machine.SPI(conf["spi"], baudrate=baudrate, polarity=0, phase=0, bits=8,
+                      firstbit=machine.SPI.LSB if lsb_first else machine.SPI.MSB,
+                      sck=machine.Pin(conf["sck"]), mosi=machine.Pin(conf["mosi"]), miso=machine.Pin(conf["miso"]))
     return bus, machine.Pin(conf["cs"], machine.Pin.OUT, value=1)
 
 
-def open_spi(name):
-    """The board interface firmware/nfc uses for an MFRC522: nfc.url names the board's SPI device."""
-    return spi(name)
+def nfc_wirings():
+    """{name: wiring} of the board's card-reader wirings: "nfc" and its alternatives ("nfc_spi")."""
+    return {f: c for f, c in SPEC.items() if f.startswith("nfc") and c}
 
 
-def lan():
-    """Bring up the board's wired Ethernet (network.LAN), or None when it has none."""
-    eth = SPEC.get("eth")
-    if not eth:
-        return None
+def nfc_bus(url, bus=None, baudrate=115200, lsb_first=False):
+    """The card reader's bus: ("uart", stream, None), ("i2c", I2C, address) or ("spi", SPI, cs Pin).
+
+    url: tcp://host:port (HSU through a serial gateway), one of nfc_wirings() or the UART of one
+    ("uart1"). bus: the bus the reader is expected on (None: the wiring's own). lsb_first: an SPI
+    bus that shifts least significant bit first (the PN532 does)."""
+    if url.startswith("tcp://"):
+        if bus is not None and bus != "uart":
+            raise ValueError("tcp:// carries a reader's HSU only, not %s" % bus)
+        from hal.stream import open_stream
+
+        return "uart", open_stream(url, baudrate), None
+    wirings = nfc_wirings()
+    field = None
+    for name, conf in wirings.items():
+        if url == name or (conf.get("bus", "uart") == "uart" and url == "uart%d" % conf["uart"]):
+            field = name
+            break
+    if field is None:
+        raise ValueError("board %s has no card reader wiring %r: use tcp://host:port or %s"
+                         % (NAME, url, " or ".join(sorted(wirings))))
+    conf = wirings[field]
+    kind = conf.get("bus", "uart")
+    if bus is not None and bus != kind:
+        other = [n for n, c in wirings.items() if c.get("bus", "uart") == bus]
+        raise ValueError("board %s wires reader %s on %s, not %s%s"
+                         % (NAME, field, kind, bus, ": set nfc.url to " + other[0] if other else ""))
+    if kind == "i2c":
+        return kind, i2c(field), conf.get("addr")
+    if kind == "spi":
+        spi_bus, cs = spi(field, lsb_first=lsb_first)
+        return kind, spi_bus, cs
+    return kind, UartStream(conf["uart"], conf["tx"], conf["rx"], baudrate, 8, None, 1), None
+
+
+def network_link(net):
+    """("lan" | "wlan", interface) for hal/net.py, which activates and connects it.
+
+    net is the config's "net" section. iface "auto" takes the board's wired Ethernet (the "eth"
+    entry of board_defs: network.LAN with the ESP32's internal MAC) when it has one, else the
+    WLAN station; "lan" or "wlan" say which. Raises ValueError for "lan" on a board without one."""
     import network
 
-    nic = network.LAN(mdc=machine.Pin(eth["mdc"]), mdio=machine.Pin(eth["mdio"]),
-                      power=machine.Pin(eth["power"]), phy_type=getattr(network, "PHY_" + eth["phy"]),
-                      phy_addr=eth["phy_addr"], ref_clk=machine.Pin(eth["ref_clk"]),
-                      ref_clk_mode=machine.Pin.OUT)
-    nic.active(True)
-    return nic
+    eth = SPEC.get("eth")
+    iface = net.get("iface", "auto")
+    if iface == "lan" or (iface == "auto" and eth):
+        if not eth:
+            raise ValueError("board %s has no Ethernet: set net.iface to wlan or auto" % NAME)
+        # the documented ESP32 form (docs.micropython.org, esp32 quickref, "LAN"); the RMII data
+        # pins are fixed by the chip, ref_clk is the 50 MHz clock the ESP32 drives to the PHY
+        return "lan", network.LAN(mdc=machine.Pin(eth["mdc"]), mdio=machine.Pin(eth["mdio"]),
+                                  power=machine.Pin(eth["power"]), phy_type=getattr(network, "PHY_" + eth["phy"]),
+                                  phy_addr=eth["phy_addr"], ref_clk=machine.Pin(eth["ref_clk"]),
+                                  ref_clk_mode=machine.Pin.OUT)
+    return "wlan", network.WLAN(network.STA_IF)
 
 
 class Watchdog:

@@ -5,6 +5,7 @@
 #   config.json  the device configuration
 #   pins/NAME    one file per pin: "0" or "1"; outputs written here, inputs read from here,
 #                so tests and the simulator see the relay and can plug the EV in.
+#   pins/link    the network link (hal/net.py): "0" takes it down, "1" (or no file) up.
 # Clock controls for the simulator: $EVC_CLOCK_SPEED (device time runs N times faster),
 # $EVC_TIME_QUALITY (S, I or U at boot; default U: a board powered up with no network, whose
 # time comes from SNTP or the backend), $EVC_CLOCK_OFFSET_S (shift the wall clock; S and I only).
@@ -94,6 +95,31 @@ def open_uart(spec, baudrate=9600, bits=8, parity=None, stop=1):
     return SerialStream(spec, baudrate, bits, parity, stop)
 
 
+def nfc_bus(url, bus=None, baudrate=115200, lsb_first=False):
+    """The card reader's bus, as boards/esp32/board.py gives it: ("uart", stream, None),
+    ("i2c", bus, None: the reader's own address) or ("spi", bus, chip-select pin).
+
+    A serial device path or tcp:// carries HSU; with bus "i2c" or "spi", tcp:// reaches an
+    emulated reader through a bus bridge (i2c_bridge.py, spi_bridge.py; lsb_first: the bus
+    shifts least significant bit first, as a PN532 wants)."""
+    if bus is None or bus == "uart":
+        from hal.stream import open_stream
+
+        return "uart", open_stream(url, baudrate), None
+    if not url.startswith("tcp://"):
+        raise ValueError("the host reaches an %s reader through a tcp:// bridge, not %r" % (bus, url))
+    if bus == "i2c":
+        from i2c_bridge import I2cBridge
+
+        return "i2c", I2cBridge(url), None
+    if bus == "spi":
+        from spi_bridge import SpiBridge
+
+        spi = SpiBridge(url, lsb_first=lsb_first)
+        return "spi", spi, spi.cs
+    raise ValueError("unknown reader bus %r: uart, i2c or spi" % (bus,))
+
+
 class Pin:
     """A pin backed by ROOT/pins/NAME: writes for outputs, reads for inputs."""
 
@@ -125,6 +151,13 @@ class Pin:
 
 def pin(name, value=None):
     return Pin(name, value)
+
+
+def network_link(net):
+    """("lan", the simulated link): hal/net.py drives it as a network.LAN; no real network calls."""
+    from hostlink import Link
+
+    return "lan", Link(ROOT + "/pins/link")
 
 
 class Watchdog:

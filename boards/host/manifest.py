@@ -9,5 +9,5 @@ require("umqtt.simple")
 for _pkg in ("app", "billing", "crypto", "hal", "journal", "meter", "nfc", "uplink"):
     package(_pkg, base_path="../../firmware", opt=3)
 
-for _mod in ("board.py", "blockdev.py", "serial_posix.py", "spi_bridge.py"):
+for _mod in ("board.py", "blockdev.py", "serial_posix.py", "tcp_bridge.py", "spi_bridge.py", "i2c_bridge.py", "hostlink.py"):
     module(_mod, base_path=".", opt=3)

@@ -41,7 +41,8 @@ def _safe_outputs():
         relay().off()
 
 
-async def _config_error_loop(exc, watchdog):
+async def _config_error_loop(exc, watchdog, root):
+    reporting = _fault_state("config: %s" % exc, *_reporting(root))
     while True:
         log.error("boot", "CONFIG ERROR %s; charging disabled until config.json is fixed" % exc)
         await clock.sleep_ms(_CONFIG_RETRY_MS)  # no watchdog is armed before the supervisor runs
@@ -51,7 +52,39 @@ async def _config_error_loop(exc, watchdog):
         except (config.ConfigError, OSError):
             continue
         log.info("boot", "config is valid now; restarting")
+        if reporting:
+            from app import fault
+
+            await fault.stop(reporting)
         return
+
+
+def _fault_state(reason, cfg, dev, root):
+    # the LED and the report (app/fault.py); if even that fails (out of memory), the console
+    # line goes on all the same
+    try:
+        from app import fault
+
+        return fault.start(reason, cfg, dev, root)
+    except Exception as exc:
+        log.exception("fault", exc)
+        return []
+
+
+def _reporting(root):
+    # A config that does not validate is reported over the uplink only when the parts the report
+    # uses (device_id, net, uplink) validate on their own: then it connects exactly as a valid
+    # config would (same broker, credentials, CA). Otherwise: console, log and LED only.
+    import json
+
+    config = _config()
+    try:
+        with open(board.config_path()) as f:
+            raw = json.load(f)
+        cfg = config.validate({k: raw[k] for k in ("device_id", "net", "uplink") if k in raw and k in config.DEFAULTS})
+        return cfg, device_id(cfg), root
+    except Exception:  # not JSON, not an object, or those parts are wrong too
+        return None, None, root
 
 
 def device_id(cfg):
@@ -67,8 +100,8 @@ async def _run(watchdog, root):
     try:
         cfg = config.load(board.config_path())
     except config.ConfigError as exc:
-        await _config_error_loop(exc, watchdog)
-        return
+        await _config_error_loop(exc, watchdog, root)
+        return None
     config = None
     _forget_config()
     try:
@@ -76,25 +109,28 @@ async def _run(watchdog, root):
 
         await charger.run(cfg, device_id(cfg), watchdog, root)
     except Exception as exc:  # the key, the tariff, the CA, a board part: wait, never reboot-loop
-        await _fault_loop(exc)
+        return exc, cfg
+    return None
 
 
-async def _fault_loop(exc):
-    """A charger that cannot be built: relay open, the fault LED lit, the reason on the console and
-    in the log every minute; no watchdog armed, no reboot (it would only fail the same way)."""
+async def _fault_loop(exc, cfg, root, armed):
+    """A charger that cannot be built: relay open, the fault LED blinking, the reason on the console
+    and in the log every minute, and to the backend when the config names a broker (app/fault.py);
+    no reboot (it would only fail the same way)."""
     _safe_outputs()
     log.exception("boot", exc)
-    led = None
-    try:
-        led = board.pin("led_fault", 0)
-    except Exception:
-        pass
     reason = "%s: %s" % (type(exc).__name__, exc)
+    try:
+        dev = device_id(cfg)
+    except Exception:  # the board's id may be what failed: no report then, the console still says why
+        cfg = dev = None
+    _fault_state(reason, cfg, dev, root)
     while True:
-        if led is not None:
-            led.on()
         log.error("boot", "FAULT %s; charging disabled until fixed" % reason)
-        await clock.sleep_ms(_FAULT_REPEAT_MS)
+        for _ in range(_FAULT_REPEAT_MS // 1000):
+            for w in armed:  # armed only if the supervisor's loop had started: keep it from resetting
+                w.feed()
+            await clock.sleep_ms(1000)
 
 
 def _maintenance():
@@ -124,7 +160,13 @@ def main():
             return armed[0]
     try:
         while True:  # returns only when a broken config was fixed: start over with it
-            asyncio.run(_run(watchdog, root))
+            failed = asyncio.run(_run(watchdog, root))
+            if failed is not None:
+                import gc
+
+                asyncio.new_event_loop()  # drops every task the failed charger had started: none runs on
+                gc.collect()
+                asyncio.run(_fault_loop(failed[0], failed[1], root, armed))
     except KeyboardInterrupt:
         log.info("boot", "stopped")
     finally:

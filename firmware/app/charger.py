@@ -26,6 +26,7 @@ from hal import clock
 _STATUS_MS = getattr(board, "STATUS_MS", 10000)  # the host board lets tests shorten it
 _HEAP_REPORT = getattr(board, "HEAP_REPORT", 0)  # the host board's heap tests read mem_info's block counts
 _CONTROL_MS = 1000
+_RECORD_BYTES = 4096  # a record's OCMF string, payload and JWS, side by side (measured: docs/records.md)
 _BOOT_METER_MS = 10000  # how long boot recovery waits for the meter before closing at the checkpoint
 
 
@@ -104,7 +105,14 @@ def _reader(cfg):
     if not cfg["site_secret"]:
         log.error("nfc", "no site_secret: card tokens cannot be derived; reader disabled")
         return None
-    return Reader(open_driver(n["reader"], n["url"]), cfg["site_secret"], n["poll_ms"])
+    return Reader(open_driver(n["reader"], n["url"], n["bus"]), cfg["site_secret"], n["poll_ms"])
+
+
+def _heap(part):
+    # the host board's heap census (HEAP_REPORT): live heap after building each part of the charger
+    if _HEAP_REPORT:
+        gc.collect()
+        log.info("heap", "%s %d" % (part, gc.mem_alloc()))
 
 
 class _NoMeter:
@@ -115,16 +123,22 @@ class _NoMeter:
 
 
 async def run(cfg, dev, watchdog, root=None):
-    from crypto import keys, p256
+    from crypto import canon, keys, p256
     from journal.journal import Journal
 
+    # first, while the heap is whole: the buffer every record is sealed in (billing/record.py)
+    canon.reserve(_RECORD_BYTES)
     root = root or board.mount_flash()
     sup = Supervisor(watchdog)
+    _heap("start")
     pins = _pins(cfg)
     relay = pins["relay"]
     relay.off()  # stays open until recovery has decided
     feedback = Feedback(pins)
     uplink = None
+    from hal import net
+
+    link = net.Link(cfg["net"])  # WLAN or Ethernet, as the board and net.iface say; its task starts below
 
     def event(kind, data):
         log.info("event", "%s %s" % (kind, json.dumps(data)))
@@ -133,6 +147,7 @@ async def run(cfg, dev, watchdog, root=None):
 
     key = keys.load_or_create(root + "/" + cfg["key_path"])
     p256.comb_table()  # the signing table is built once, before the heap fragments
+    _heap("key")
     max_bytes = cfg["journal"]["max_bytes"]
     # segments of at most a quarter of the journal: a small journal (config allows 16 KiB) still
     # holds the two segments the journal needs
@@ -141,6 +156,7 @@ async def run(cfg, dev, watchdog, root=None):
     report = journal.recover()
     log.info("journal", "recovered: next seq %d, acked %d, %d pending, %d open sessions, %d problems"
              % (report.next_seq, report.acked_seq, report.pending, len(report.open_sessions), len(report.problems)))
+    _heap("journal")
     try:
         os.mkdir(root + "/auth")
     except OSError:
@@ -149,6 +165,7 @@ async def run(cfg, dev, watchdog, root=None):
     cache = AuthCache(root + "/auth/cache.bin", cfg["auth"]["cache_size"])
     ledger = Ledger(root + "/auth/spent.bin")
     tariffs = Tariffs(root + "/tariff.json", cfg)
+    _heap("auth+tariff")
 
     try:
         meter = _meter(cfg, event)
@@ -160,11 +177,13 @@ async def run(cfg, dev, watchdog, root=None):
     except Exception as exc:
         log.exception("nfc", exc)
         reader = None
+    _heap("meter+reader")
 
     authorizer = Authorizer(authlist, cache, ledger, cfg["auth"])
     ctl = Controller(dev, cfg, meter or _NoMeter(), authorizer, tariffs, journal, key, relay, feedback,
                      pins.get("plug"), ledger, on_event=event,
                      on_record=lambda seq: uplink.kick() if uplink is not None else None)
+    _heap("controller")
 
     pubkey_hex = key.public_hex()  # once: status goes out often, the key never changes
 
@@ -172,6 +191,7 @@ async def run(cfg, dev, watchdog, root=None):
         # the uplink adds seq, acked, pending, journal use and the time
         out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": pubkey_hex}
         out.update(ctl.status())
+        link.report(out)  # link, ip, rssi
         return out
 
     # the uplink verified every part and staged them on flash: install all or nothing, then
@@ -187,11 +207,12 @@ async def run(cfg, dev, watchdog, root=None):
             return sntp.from_backend(doc)
         raise ValueError("unknown command %r" % (doc.get("cmd"),))
 
-    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root)
+    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root, link.up)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
         if tariffs.missing:
             uplink.downlink.forget("tariff")  # the retained document, even of the same version, comes again
+    _heap("uplink")
     # (built before recovery: its buffers are the largest, allocate them while the heap is whole)
 
     recovering = report.open_sessions
@@ -238,9 +259,9 @@ async def run(cfg, dev, watchdog, root=None):
             gc.collect()  # heap= below is then the live heap (a few ms, once a status period)
             s = ctl.status()
             seq = journal.next_seq() - 1
-            log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms heap=%d"
+            log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms heap=%d net=%s"
                      % (dev, s["state"], seq, seq - journal.acked_seq(), s.get("wh", 0), s.get("cost", 0),
-                        sup.max_lag_ms, gc.mem_alloc()))
+                        sup.max_lag_ms, gc.mem_alloc(), link.state))
             if _HEAP_REPORT:
                 import micropython
 
@@ -258,16 +279,18 @@ async def run(cfg, dev, watchdog, root=None):
     from hal import sntp
 
     sntp.start(sup, cfg["time"])  # the SNTP task (time.ntp) and the clock's time.max_age_s
+    sup.spawn("net", link.run, vital=False)
     if uplink is not None:
         sup.spawn("uplink", uplink.run, vital=False)
+    _heap("tasks")
     log.info("charger", "ready: %s" % dev)
     await sup.run()
 
 
-def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root):
+def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root, link_up):
     if not cfg["uplink"]["broker"]:
         log.warn("uplink", "no broker configured (uplink.broker): records stay in the journal")
         return None
     from uplink.service import Uplink
 
-    return Uplink(cfg, dev, journal, on_tariff, on_authlist, on_command, status, state_dir=root)
+    return Uplink(cfg, dev, journal, on_tariff, on_authlist, on_command, status, state_dir=root, link_up=link_up)

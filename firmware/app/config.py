@@ -4,6 +4,8 @@
 import json
 
 PARITIES = ("N", "E", "O")
+PIN_ROLES = ("relay", "plug", "led_ok", "led_fault", "buzzer", "maintenance", "rs485_de")  # boards/esp32/board_defs.py
+_MAX_DEPTH = 16  # JSON nesting; a tariff document needs 7
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 DEFAULTS = {
@@ -30,7 +32,8 @@ DEFAULTS = {
         "de_pin": None,  # RS-485 DE/RE pin; None: transceiver with automatic direction
     },
     "nfc": {
-        "url": None,
+        "url": None,  # tcp://host:port (HSU), a serial path (host), a board's reader wiring: nfc, nfc_spi, uart1
+        "bus": None,  # None: the wiring's own; uart (HSU), i2c or spi (on the host: the tcp:// bridges)
         "reader": "pn532",
         "poll_ms": 250,
     },
@@ -82,6 +85,13 @@ DEFAULTS = {
         "retry_s": 60,  # after a round in which no server answered
         "max_age_s": 86400,  # quality S this long after the last sync (SNTP or the backend), then I
     },
+    "net": {  # the network link (hal/net.py); the host board has a simulated one
+        "iface": "auto",  # auto: the board's Ethernet when it has one, else WLAN; or wlan, lan
+        "wifi": {"ssid": None, "password": None},  # password null: an open network
+        "timeout_ms": 20000,  # one connect attempt: association and DHCP
+        "backoff_min_ms": 2000,
+        "backoff_max_ms": 60000,
+    },
     "pins": {},  # role -> pin name/number on the board: relay, plug, led_ok, led_fault, buzzer
     "watchdog_ms": 8000,
 }
@@ -119,8 +129,42 @@ def _tariff_doc(v):
 
     try:
         TariffSet.from_doc(v)
-    except Exception:
+    except Exception as exc:  # whatever the parser raises is a bad document: say why
+        raise ValueError(str(exc))
+    return True
+
+
+def _tz_rule(v):
+    # parsed by the firmware's own POSIX-TZ parser (billing/tz.py): the device has no zone database
+    from billing.tz import TzRule
+
+    if "/" in v and "," not in v:
+        raise ValueError("a zone name; the device has no zone database")
+    TzRule(v)  # TzError (a ValueError) says where the rule goes wrong
+    return True
+
+
+def _broker(v):
+    # the uplink's own parser (uplink/broker.py), so what validates here also connects
+    from uplink.broker import parse_broker
+
+    try:
+        parse_broker(v)
+    except ValueError:
         return False
+    return True
+
+
+def _meter(v):
+    # the meter code's own table and register map parser (meter/models.py): a model name or a
+    # generic map that validates here also reads the meter (else the charger would run without one)
+    from meter import models
+
+    if isinstance(v, str):
+        if v.lower() not in models.names():
+            raise ValueError("not one of %s" % ", ".join(models.names()))
+    else:
+        models.Model("generic", v)  # ModelError (a ValueError) names the quantity
     return True
 
 
@@ -136,6 +180,18 @@ def _one_of(*values):
     return lambda v: v in values
 
 
+def _keys_in(v, known):
+    # a key inside an object-valued field: validate() reports it like an unknown setting
+    for k in v:
+        if k not in known:
+            raise KeyError(k, known)
+    return True
+
+
+def _pin(v):
+    return isinstance(v, (str, int)) and not isinstance(v, bool)
+
+
 _STR = (str,)
 _OPT_STR = (str, type(None))
 
@@ -143,10 +199,10 @@ _OPT_STR = (str, type(None))
 SCHEMA = {
     "device_id": (_OPT_STR, lambda v: v is None or 1 <= len(v) <= 32 and all(c.isalpha() or c.isdigit() or c in "-_" for c in v), "1-32 letters, digits, - or _"),
     "site_secret": (_OPT_STR, lambda v: v is None or _is_hex(v, 16), "hex string of at least 16 bytes"),
-    "tz": (_STR, lambda v: 0 < len(v) < 64, "a POSIX TZ rule such as CET-1CEST,M3.5.0,M10.5.0/3"),
+    "tz": (_STR, _tz_rule, "a POSIX TZ rule such as CET-1CEST,M3.5.0,M10.5.0/3"),
     "currency": (_STR, lambda v: len(v) == 3 and v.isupper(), "an ISO 4217 code such as EUR"),
     "meter.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a UART name/path"),
-    "meter.model": (_STR, lambda v: 0 < len(v) < 32, "a meter model name"),
+    "meter.model": (_STR, _meter, "a meter model name"),
     "meter.unit": (None, _int_range(1, 247), "a Modbus slave id 1..247"),
     "meter.baud": (None, _one_of(*BAUDS), "one of %s" % (BAUDS,)),
     "meter.parity": (_STR, _one_of(*PARITIES), "N, E or O"),
@@ -158,12 +214,13 @@ SCHEMA = {
     "meter.max_age_ms": (None, _int_range(100, 600000), "100..600000 ms"),
     "meter.margin_wh": (None, _int_range(0, 100000), "0..100000 Wh"),
     "meter.serial_every": (None, _int_range(1, 100000), "1..100000 polls"),
-    "meter.generic": ((dict, type(None)), lambda v: v is None or all(k in ("energy", "power", "serial") for k in v), "null or a register map with energy, power, serial"),
-    "meter.de_pin": ((str, int, type(None)), lambda v: True, "a pin name or number, or null"),
+    "meter.generic": ((dict, type(None)), lambda v: v is None or _keys_in(v, ("energy", "power", "serial")) and _meter(v), "null or a register map with energy, power, serial"),
+    "meter.de_pin": ((str, int, type(None)), lambda v: v is None or _pin(v), "a pin name or number, or null"),
     "nfc.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a bus name/path"),
+    "nfc.bus": (_OPT_STR, lambda v: v is None or v in ("uart", "i2c", "spi"), "null, uart, i2c or spi"),
     "nfc.reader": (_STR, _one_of("pn532", "mfrc522"), "pn532 or mfrc522"),
     "nfc.poll_ms": (None, _int_range(20, 5000), "20..5000 ms"),
-    "uplink.broker": (_OPT_STR, lambda v: v is None or _url("mqtt://", "mqtts://")(v), "mqtt://host:port or mqtts://host:port"),
+    "uplink.broker": (_OPT_STR, lambda v: v is None or _broker(v), "mqtt://host:port or mqtts://host:port"),
     "uplink.prefix": (_STR, lambda v: 0 < len(v) < 32 and "/" not in v and "+" not in v and "#" not in v, "a topic word without / + #"),
     "uplink.user": (_OPT_STR, lambda v: True, "a string"),
     "uplink.password": (_OPT_STR, lambda v: True, "a string"),
@@ -201,7 +258,14 @@ SCHEMA = {
     "time.resync_s": (None, _int_range(60, 7 * 86400), "60..604800 s"),
     "time.retry_s": (None, _int_range(1, 3600), "1..3600 s"),
     "time.max_age_s": (None, _int_range(60, 30 * 86400), "60..2592000 s"),
-    "pins": ((dict,), lambda v: all(isinstance(k, str) and isinstance(p, (str, int)) for k, p in v.items()), "role -> pin name or number"),
+    "net.iface": (_STR, _one_of("auto", "wlan", "lan"), "auto, wlan or lan"),
+    "net.wifi.ssid": (_OPT_STR, lambda v: v is None or 0 < len(v.encode()) <= 32, "null or an SSID of 1-32 bytes"),
+    "net.wifi.password": (_OPT_STR, lambda v: v is None or 8 <= len(v) <= 63 or len(v) == 64 and _is_hex(v, 32),
+                          "null (open network), a WPA passphrase of 8-63 characters or 64 hex digits"),
+    "net.timeout_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
+    "net.backoff_min_ms": (None, _int_range(100, 60000), "100..60000 ms"),
+    "net.backoff_max_ms": (None, _int_range(1000, 3600000), "1000..3600000 ms"),
+    "pins": ((dict,), lambda v: _keys_in(v, PIN_ROLES) and all(_pin(p) for p in v.values()), "role -> pin name or number"),
     "watchdog_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
     "fallback_tariff": ((dict, type(None)), lambda v: v is None or _tariff_doc(v),
                         "null, or a tariff document as the backend pushes it (compiled: v, ver, tz, tariffs)"),
@@ -232,19 +296,62 @@ def _get(cfg, path):
     return cfg
 
 
+def _string_keys(doc):
+    # MicroPython's json takes {1: 2} (CPython's does not): every key at every depth must be a
+    # string. Walked with a list, not recursion: a deeply nested file must not overflow the stack.
+    todo = [("", doc, 0)]
+    while todo:
+        path, value, depth = todo.pop()
+        if depth > _MAX_DEPTH:
+            raise ConfigError("%s: nested more than %d deep" % (path, _MAX_DEPTH))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ConfigError("%s: key %r is not a string" % (path or "config", k))
+                todo.append((path + "." + k if path else k, v, depth + 1))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                todo.append(("%s[%d]" % (path or "config", i), v, depth + 1))
+
+
+def _together(cfg):
+    # fields that are only right together, as the meter and the uplink use them
+    # (meter/models.py get, uplink/service.py tls_context)
+    if cfg["meter"]["model"].lower() == "generic" and cfg["meter"]["generic"] is None:
+        raise ConfigError("meter.generic: meter.model generic needs a register map (docs/meter.md)")
+    up = cfg["uplink"]
+    if up["broker"] and up["broker"].startswith("mqtts://") and not up["ca"]:
+        raise ConfigError("uplink.ca: mqtts needs the CA certificate that signed the broker's (a file path)")
+    if cfg["nfc"]["reader"] == "mfrc522" and cfg["nfc"]["bus"] not in (None, "spi"):
+        raise ConfigError("nfc.bus: the mfrc522 reader is driven over spi only")
+    if bool(up["cert"]) != bool(up["key"]):
+        raise ConfigError("uplink.%s: a client certificate needs both uplink.cert and uplink.key"
+                          % ("key" if up["cert"] else "cert"))
+
+
 def validate(override):
     """Merge override onto DEFAULTS and check every field; return the full config or raise ConfigError."""
     if not isinstance(override, dict):
         raise ConfigError("config: must be a JSON object")
+    _string_keys(override)
     cfg = _merge(DEFAULTS, override)
     for path, (types, check, want) in SCHEMA.items():
         value = _get(cfg, path)
         if types is None:
-            ok_type = isinstance(value, int) and not isinstance(value, bool)
+            ok = isinstance(value, int) and not isinstance(value, bool)
         else:
-            ok_type = isinstance(value, types)
-        if not ok_type or not check(value):
-            raise ConfigError("%s: got %r, want %s" % (path, value, want))
+            ok = isinstance(value, types)
+        why = ""
+        try:
+            ok = ok and check(value)
+        except KeyError as exc:  # from _keys_in: (key, known keys)
+            raise ConfigError("%s.%s: unknown setting; known: %s" % (path, exc.args[0], ", ".join(exc.args[-1])))
+        except Exception as exc:  # the firmware's own parsers say why (tz, tariff, register map)
+            ok, why = False, " (%s)" % (exc,)
+        if not ok:
+            got = repr(value)  # a whole tariff document would be too much for a line: its start will do
+            raise ConfigError("%s: got %s, want %s%s" % (path, got if len(got) <= 80 else got[:77] + "...", want, why))
+    _together(cfg)
     return cfg
 
 

@@ -26,6 +26,9 @@ STEADY = {
     "finishing": [("led_ok", 100, 100), ("led_fault", 0, 0)],
     "faulted": [("led_ok", 0, 0), ("led_fault", 1, 0)],
     "full": [("led_ok", 0, 0), ("led_fault", 500, 500)],
+    # the board's fault state (app/fault.py): the charger does not run at all; a short blink,
+    # unlike the steady light of a running charger that is faulted
+    "fault": [("led_ok", 0, 0), ("led_fault", 250, 750)],
 }
 
 

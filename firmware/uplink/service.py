@@ -4,7 +4,8 @@
 # offline everything waits in the journal and the event queue, and nothing here can stall
 # the event loop (conn.py bounds every wait).
 #
-#   up = Uplink(cfg, dev, store, on_tariff, on_authlist, on_command, status_fn, state_dir)
+#   up = Uplink(cfg, dev, store, on_tariff, on_authlist, on_command, status_fn, state_dir,
+#               link_up=link.up)  # hal/net.py: no connection attempt while the link is down
 #   supervisor.spawn("uplink", up.run); ...; up.kick() after journaling a record
 import random
 
@@ -19,6 +20,7 @@ from app import log
 from hal import clock
 from uplink import status as _status
 from uplink.authreq import AuthRequests
+from uplink.broker import parse_broker  # shared with app/config.py's check of uplink.broker
 from uplink.conn import Conn
 from uplink.downlink import Downlink
 from uplink.forward import Forwarder
@@ -26,6 +28,7 @@ from uplink.forward import Forwarder
 _IDLE_WAIT_MS = const(250)  # loop period with nothing to do: keepalive and timers
 _INBOX = const(64)  # downlink documents waiting (bounded in bytes by one receive buffer)
 _GATE_POLL_MS = const(5)
+_LINK_POLL_MS = const(250)  # while the network link is down
 
 # uplink config keys this part reads (cfg["uplink"]), with defaults for those config.py lacks
 DEFAULTS = {
@@ -43,18 +46,8 @@ DEFAULTS = {
     "backoff_min_ms": 1000,
     "backoff_max_ms": 60000,
     "status_s": 60,  # status is republished at most this often when it changed
-    "max_doc_bytes": 8192,  # larger downlink packets are dropped unread (and reported); also the receive buffer
+    "max_doc_bytes": 8192,  # larger downlink documents are dropped unread (and reported); large ones go to flash
 }
-
-
-def parse_broker(url):
-    """mqtt://host:port or mqtts://host:port -> (host, port, tls)."""
-    for scheme, tls in (("mqtt://", False), ("mqtts://", True)):
-        if url.startswith(scheme):
-            host, sep, port = url[len(scheme):].rpartition(":")
-            if sep and host and port.isdigit() and 0 < int(port) < 65536:
-                return host, int(port), tls
-    raise ValueError("broker must be mqtt://host:port or mqtts://host:port, got %r" % (url,))
 
 
 def tls_context(ca, cert=None, key=None):
@@ -75,8 +68,11 @@ def _der_file(path):
     # MicroPython's ssl takes DER bytes (mbedTLS wants PEM NUL-terminated); accept either on flash
     from binascii import a2b_base64
 
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:  # the fault state shows this: name the file, not only the errno
+        raise OSError("mqtts: cannot read %s (%s)" % (path, exc))
     if not data.startswith(b"-----BEGIN"):
         return data
     body = []
@@ -97,18 +93,25 @@ def backend_verifier(key_hex):
     if not key_hex:
         raise ValueError("backend_key is not configured: downlink documents cannot be trusted")
     pub = der.parse_spki(unhexlify(key_hex))  # parsed once; verify() takes the point
-    return lambda compact: jws.verify(compact, pub)
+
+    def verify(msg):  # bytes -> payload bytes; a document spooled to flash -> its payload file
+        if hasattr(msg, "verify"):
+            return msg.verify(pub)
+        return jws.verify(msg, pub)
+
+    return verify
 
 
 class Uplink:
     def __init__(self, cfg, dev, store, on_tariff=None, on_authlist=None, on_command=None, status_fn=None,
-                 state_dir="/flash", verify=None, ssl_ctx=None):
+                 state_dir="/flash", verify=None, ssl_ctx=None, link_up=None):
         ucfg = dict(DEFAULTS)
         ucfg.update(cfg.get("uplink") or {})
         self.cfg = ucfg
         self.dev = dev
         self.store = store
         self.status_fn = status_fn
+        self.link_up = link_up or _always_up  # hal/net.py's Link.up: no broker without a network
         self.auth_timeout_ms = (cfg.get("auth") or {}).get("online_timeout_ms", 3000)
         prefix = ucfg["prefix"] + "/" + dev + "/"
         self._t = {k: (prefix + k).encode() for k in ("rec", "ack", "status", "evt", "auth/req", "auth/res",
@@ -131,6 +134,8 @@ class Uplink:
                                  on_tariff or _refuse, on_authlist or _refuse, on_command or _refuse,
                                  self.events.add, _stage_dir(state_dir), ucfg["max_doc_bytes"])
         self._inbox = []
+        self._state_dir = state_dir
+        self._spools = 0
         self._wake = asyncio.Event()
         self._status_dirty = True
         self._status_at = 0
@@ -143,7 +148,7 @@ class Uplink:
                 ssl_ctx = tls_context(ucfg["ca"], ucfg["cert"], ucfg["key"])
             self.conn = Conn(host, port, "evc-" + dev, ucfg["keepalive_s"], ucfg["user"], ucfg["password"],
                              ssl_ctx if tls else None, ucfg["max_doc_bytes"], timeout_ms=ucfg["timeout_ms"],
-                             on_message=self._on_message)
+                             on_message=self._on_message, on_stream=self._on_stream)
             self.conn.set_will(self._t["status"], _status.WILL)
 
     # -- what the rest of the charger calls --------------------------------------------
@@ -173,6 +178,10 @@ class Uplink:
                 await clock.sleep_ms(60000)
         backoff = self.cfg["backoff_min_ms"]
         while True:
+            if not self.link_up():
+                while not self.link_up():  # no network: nothing to try, nothing to log
+                    await clock.io_sleep_ms(_LINK_POLL_MS)
+                backoff = self.cfg["backoff_min_ms"]  # a fresh link: connect at once
             try:
                 await self.conn.open(self._subs)
                 self.connects += 1
@@ -185,6 +194,8 @@ class Uplink:
                 self.online = False
                 self.conn.close()
                 self.auth.cancel_all()
+            if not self.link_up():
+                continue  # the link went: wait for it instead of backing off
             delay = backoff // 2 + random.getrandbits(16) % (backoff // 2 + 1)  # jitter: 50..100 %
             backoff = min(backoff * 2, self.cfg["backoff_max_ms"])
             await clock.io_sleep_ms(delay)  # reconnect backoff is network time
@@ -202,6 +213,8 @@ class Uplink:
                 self._wake.clear()
                 if not conn.connected:
                     raise OSError(conn.error or "connection lost")
+                if not self.link_up():  # checked every _IDLE_WAIT_MS at most: no wait on a dead socket
+                    raise OSError("network link down")
                 await conn.keepalive()
                 self._apply_downlinks()
                 if self.forwarder.commit():
@@ -241,10 +254,24 @@ class Uplink:
         elif kind is not None:
             if len(self._inbox) >= _INBOX:  # cannot happen with the gate; a guard all the same
                 log.warn("uplink", "%s dropped: too many documents waiting" % kind)
+                if hasattr(msg, "discard"):
+                    msg.discard()
                 self.events.add({"evt": "downlink-rejected", "doc": kind, "reason": "busy"})
             else:
                 self._inbox.append((kind, msg, oversize))
             self._wake.set()
+
+    def _on_stream(self, topic, size):
+        # a document larger than the receive buffer: to flash as it arrives (uplink/spool.py);
+        # two files in turn, as the one before may still wait in the inbox
+        kind = self._kind.get(topic)
+        if kind not in ("tariff", "authlist", "cmd"):
+            return None
+        from uplink.spool import open_spool
+
+        self._spools += 1
+        path = "%s/down%d.jws" % (self._state_dir, self._spools & 1)
+        return open_spool(path, size, lambda spool: self._on_message(topic, spool, 0))
 
     def _apply_downlinks(self):
         while self._inbox:
@@ -255,6 +282,9 @@ class Uplink:
             except Exception as exc:  # e.g. flash full while saving: report, keep the link up
                 log.exception("uplink", exc)
                 self.events.add({"evt": "downlink-error", "doc": kind, "detail": str(exc)[:120]})
+            finally:
+                if hasattr(msg, "discard"):
+                    msg.discard()
 
     async def _send_events(self):
         while len(self.events):
@@ -271,6 +301,10 @@ class Uplink:
         await self.conn.publish(self._t["status"], payload, retain=True)
         self._status_dirty = False
         self._status_at = now
+
+
+def _always_up():
+    return True
 
 
 def _refuse(*args):

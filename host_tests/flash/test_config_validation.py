@@ -49,6 +49,30 @@ BAD = [
     ({"pins": {"relay": None}}, "olimex-esp32-poe", "pins"),  # the schema wants a pin for every role given
     ({"meter": {"url": "uart0"}}, "esp32-devkitc", "meter.url"),  # the console UART
     ({"nfc": {"url": "uart2"}}, "olimex-esp32-poe", "nfc.url"),  # no UART2 bus: its NFC is on I2C
+    ({"nfc": {"bus": "usb"}}, None, "nfc.bus"),
+    ({"nfc": {"reader": "mfrc522", "bus": "i2c"}}, None, "nfc.bus"),  # the MFRC522 driver speaks SPI
+    ({"nfc": {"url": "nfc", "reader": "mfrc522"}}, "esp32-devkitc", "nfc.reader"),  # nfc is its UART wiring
+    ({"nfc": {"url": "nfc", "reader": "mfrc522"}}, "olimex-esp32-poe", "nfc.reader"),  # no SPI wiring at all
+    ({"nfc": {"url": "nfc_spi"}}, "olimex-esp32-poe", "nfc.url"),
+    ({"nfc": {"url": "nfc", "bus": "spi"}}, "esp32-s3-devkitc-1", "nfc.bus"),
+    ({"nfc": {"url": "tcp://10.0.0.9:4001", "reader": "mfrc522"}}, "esp32-devkitc", "nfc.url"),  # no SPI over TCP
+    ({"nfc": {"url": "nfc_spi", "reader": "mfrc522"}, "pins": {"led_fault": 13}}, "esp32-devkitc",
+     "pins.led_fault"),  # GPIO13 is the SPI reader's MOSI
+    # the firmware's own parsers, run on the laptop: what the board would only find at boot
+    ({"tz": "Europe/Berlin"}, None, "tz"),
+    ({"tz": "CET-1CEST,M3.5.0"}, None, "tz"),
+    ({"uplink": {"broker": "mqtts://broker.example:8883"}}, None, "uplink.ca"),
+    ({"uplink": {"broker": "mqtt://broker.example"}}, None, "uplink.broker"),
+    ({"uplink": {"broker": "mqtts://b:8883", "ca": "ca.pem", "cert": "c.pem"}}, None, "uplink.key"),
+    ({"meter": {"model": "sdm999"}}, None, "meter.model"),
+    ({"meter": {"model": "generic"}}, None, "meter.generic"),
+    ({"meter": {"generic": {"energy": [4, 72, "f32", "furlongs"], "power": [4, 12, "f32", "W"]}}}, None, "meter.generic"),
+    ({"meter": {"generic": {"energy": [4, 72, "f32", "kWh"], "power": [4, 12, "f32", "W"], "x": 1}}}, None,
+     "meter.generic.x"),
+    ({"pins": {"horn": 5}}, None, "pins.horn"),  # without a board too
+    ({"fallback_tariff": {"v": 1, "ver": 1}}, None, "fallback_tariff"),
+    ({1: 2}, None, "config"),  # from a program, not a file (CPython's json has no such keys)
+    ({"meter": {"generic": {2: [4, 72, "f32", "kWh"]}}}, None, "meter.generic"),
 ]
 
 
@@ -70,6 +94,17 @@ def test_uart_names_of_the_board_are_accepted():
     assert checks.validate({"meter": {"url": "uart2"}, "pins": {"relay": "GPIO27", "led_fault": 13}}, "esp32-devkitc")
 
 
+def test_reader_wirings_of_the_board_are_accepted():
+    cfg = checks.validate({"nfc": {"url": "nfc_spi", "reader": "mfrc522"}}, "esp32-devkitc")
+    assert cfg["nfc"]["bus"] is None
+    assert checks.validate({"nfc": {"url": "nfc_spi", "reader": "pn532", "bus": "spi"}}, "esp32-s3-devkitc-1")
+    assert checks.validate({"nfc": {"url": "nfc", "bus": "i2c"}}, "olimex-esp32-poe")
+    assert checks.validate({"nfc": {"url": "tcp://10.0.0.9:4001"}}, "olimex-esp32-poe")  # a PN532 behind a gateway
+    # the UART reader's pins are free when the reader is on SPI
+    assert checks.validate({"nfc": {"url": "nfc_spi", "reader": "mfrc522"}, "pins": {"led_fault": 32}}, "esp32-devkitc")
+    assert checks.validate({"nfc": {"url": "tcp://127.0.0.1:5001", "bus": "i2c"}}, "host")
+
+
 def test_public_key_forms(tmp_path):
     der = bytes.fromhex(P256_HEX)
     import base64
@@ -87,3 +122,27 @@ def test_cli_validate(tmp_path, capsys):
     assert flash.main(["config", "validate", str(good), "--board", "esp32-devkitc"]) == 0
     assert flash.main(["config", "validate", str(bad)]) == 2
     assert "not valid JSON (line 1" in capsys.readouterr().out
+
+
+def test_tz_message_says_what_rule_is_needed():
+    with pytest.raises(checks.ConfigProblem) as info:
+        checks.validate({"tz": "Europe/Berlin"})
+    (msg,) = info.value.problems
+    assert "CET-1CEST,M3.5.0,M10.5.0/3" in msg and "zone name" in msg, msg
+
+
+def test_a_valid_fallback_tariff_passes_on_the_laptop():
+    """The tariff parser runs under CPython too (billing/tariff.py's const shim): before it did
+    not, and every fallback_tariff was rejected by flash.py though the board accepts it."""
+    from evc.tariff import compile_doc
+    from sim.charger import flat_tariff
+
+    doc = compile_doc(flat_tariff())
+    assert checks.validate({"fallback_tariff": doc}, "esp32-devkitc")["fallback_tariff"] == doc
+
+
+def test_cli_rejects_a_key_that_is_not_a_string(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"meter": {1: 2}}')  # MicroPython's json would take it; the laptop refuses it first
+    assert flash.main(["config", "validate", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().out

@@ -32,7 +32,7 @@ def _files(flash_dir: Path) -> set[str]:
 def _firmware_files(flash_dir: Path) -> set[str]:
     """Files on the board's filesystem that belong to a frozen firmware module."""
     tops = {"app", "billing", "crypto", "hal", "journal", "meter", "nfc", "uplink", "board", "blockdev",
-            "serial_posix"}
+            "serial_posix", "tcp_bridge", "spi_bridge", "i2c_bridge"}
     return {f for f in _files(flash_dir) if f.split("/")[0].split(".")[0] in tops}
 
 

@@ -26,7 +26,8 @@ KEEP_SOURCE = {"/main.py", "/boot.py"}
 # Board layers: which files make `import board` work, per family.
 BOARD_LAYERS = {
     "esp32": ["board.py", "board_defs.py", "board_chips.py", "pincheck.py"],
-    "host": ["board.py", "blockdev.py", "serial_posix.py"],
+    "host": ["board.py", "blockdev.py", "serial_posix.py", "tcp_bridge.py", "spi_bridge.py", "i2c_bridge.py",
+             "hostlink.py"],
 }
 # micropython-lib packages the firmware imports: import name -> files under lib/.
 LIBRARIES = {"umqtt.simple": ["umqtt/simple.py"]}

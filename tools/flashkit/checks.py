@@ -81,6 +81,45 @@ def _uart_names(board: str) -> set[str]:
     return names
 
 
+def _nfc_wirings(board: str) -> dict[str, tuple[str, str]]:
+    """nfc.url names of the board's card-reader wirings ("nfc", "nfc_spi", "uart1") -> (wiring, bus)."""
+    names = {}
+    for field, conf in _pincheck().board(board).items():
+        if field.startswith("nfc") and conf:
+            bus = conf.get("bus", "uart")
+            names[field] = (field, bus)
+            if bus == "uart":
+                names[f"uart{conf['uart']}"] = (field, bus)
+    return names
+
+
+def _nfc_problems(board: str, nfc: dict) -> list[str]:
+    """The reader's url, bus and kind against the board's wirings (boards/esp32/board.py nfc_bus)."""
+    url, want, reader = nfc["url"], nfc["bus"], nfc["reader"]
+    if url is None:
+        return []
+    wirings = _nfc_wirings(board)
+    if url.startswith("tcp://"):
+        if reader == "mfrc522" or want not in (None, "uart"):
+            need = "spi" if reader == "mfrc522" else want
+            fits = [name for name, (_, b) in sorted(wirings.items()) if b == need]
+            return [f"nfc.url: over tcp:// an ESP32 reaches only a PN532's HSU (a serial gateway); the {reader} "
+                    f"on {need} needs " + (f"the board's wiring: {', '.join(fits)}" if fits
+                                           else f"a wiring on {need}, which board {board} has not")]
+        return []
+    if url not in wirings:
+        return [f"nfc.url: board {board} has no card reader wiring {url!r}; use tcp://host:port or one of "
+                f"{', '.join(sorted(wirings))}"]
+    bus = wirings[url][1]
+    spi = [name for name, (_, b) in sorted(wirings.items()) if b == "spi"]
+    if reader == "mfrc522" and bus != "spi":
+        return [f"nfc.reader: an mfrc522 needs an SPI wiring; board {board} wires {url} on {bus}"
+                + (f": set nfc.url to {spi[0]}" if spi else " and has no SPI reader wiring")]
+    if want is not None and want != bus:
+        return [f"nfc.bus: board {board} wires {url} on {bus}, not {want}"]
+    return []
+
+
 def validate(override: Any, board: str | None = None) -> dict:
     """The full config (defaults merged) or ConfigProblem naming every field that is wrong."""
     config = config_module()
@@ -100,14 +139,16 @@ def validate(override: Any, board: str | None = None) -> dict:
         except ValueError as exc:
             raise ConfigProblem([f"board: {exc}"]) from None
         if family == "esp32":
-            problems += _pincheck().check(board, full["pins"])
+            nfc_wiring = _nfc_wirings(board).get(full["nfc"]["url"] or "", (None,))[0]
+            problems += _pincheck().check(board, full["pins"], nfc_wiring)
             uarts = _uart_names(board)
-            for field in ("meter.url", "nfc.url"):
-                section, key = field.split(".")
-                url = full[section][key]
-                if url is not None and not url.startswith("tcp://") and url not in uarts:
-                    problems.append(f"{field}: board {board} has no UART {url!r}; use tcp://host:port or one of "
-                                    f"{', '.join(sorted(uarts))}")
+            url = full["meter"]["url"]
+            if url is not None and not url.startswith("tcp://") and url not in uarts:
+                problems.append(f"meter.url: board {board} has no UART {url!r}; use tcp://host:port or one of "
+                                f"{', '.join(sorted(uarts))}")
+            problems += _nfc_problems(board, full["nfc"])
+            if full["net"]["iface"] == "lan" and not _pincheck().board(board).get("eth"):
+                problems.append(f"net.iface: board {board} has no Ethernet; use wlan (or auto)")
     if problems:
         raise ConfigProblem(problems)
     return full
