@@ -278,7 +278,7 @@ async def run(cfg, dev, watchdog, root=None):
     sup.spawn("feedback", feedback.run, vital=False)
     from hal import sntp
 
-    sntp.start(sup, cfg["time"])  # the SNTP task (time.ntp) and the clock's time.max_age_s
+    sntp.start(sup, cfg["time"], link.up)  # the SNTP task (time.ntp) and the clock's time.max_age_s
     sup.spawn("net", link.run, vital=False)
     if uplink is not None:
         sup.spawn("uplink", uplink.run, vital=False)

@@ -42,7 +42,7 @@ POOL = ("0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org")  # time.ntp null (
 PORT = const(123)
 NTP_DELTA = 2208988800  # 1900-01-01 to 1970-01-01 in seconds (not const: beyond a small int)
 _ERA = 0x100000000  # NTP seconds wrap on 2036-02-07: below 2^31 means era 1
-_POLL_MS = const(20)
+_LINK_POLL_MS = const(500)  # while the network link is down
 _LEN = const(48)
 _MAX_REPLY = const(128)  # 48 bytes, or more with extension fields / a MAC (ignored)
 
@@ -145,10 +145,6 @@ def _origin():
 async def _lookup(host, port, at):
     from uplink import conn  # the uplink's resolver: IP literals directly, names on a thread
 
-    while conn._dns_busy[0]:  # one lookup thread at a time: wait for the uplink's to finish
-        if clock.io_expired(at):
-            raise OSError("dns: resolver busy")
-        await clock.io_sleep_ms(_POLL_MS)
     left = at - clock.io_ms()
     if left <= 0:
         raise OSError("dns: no time left")
@@ -201,23 +197,26 @@ async def sync(servers, timeout_ms, loud=True):
     return None
 
 
-async def run(cfg_time, servers):
-    """The SNTP task: sync now, then every resync_s, retrying every retry_s while none answers."""
+async def run(cfg_time, servers, link_up=None):
+    """The SNTP task: sync now, then every resync_s, retrying every retry_s while none answers.
+    link_up (hal/net.py): no query while the network link is down, the first one as it comes up."""
     fails = 0
     while True:
+        while link_up is not None and not link_up():
+            await clock.io_sleep_ms(_LINK_POLL_MS)
         ok = await sync(servers, cfg_time["timeout_ms"], fails & (fails + 1) == 0)  # 1st, 2nd, 4th... failure
         fails = 0 if ok else fails + 1
         await clock.sleep_ms((cfg_time["resync_s"] if ok else cfg_time["retry_s"]) * 1000)
 
 
-def start(sup, cfg_time):
+def start(sup, cfg_time, link_up=None):
     """From the composition root: apply time.max_age_s, spawn the SNTP task when servers are set."""
     clock.set_max_age(cfg_time["max_age_s"])
     targets = servers(cfg_time, getattr(board, "NTP_DEFAULT", None))
     if not targets:
         log.info("time", "no SNTP servers (time.ntp): the time comes from the backend")
         return None
-    return sup.spawn("sntp", lambda: run(cfg_time, targets), vital=False)
+    return sup.spawn("sntp", lambda: run(cfg_time, targets, link_up), vital=False)
 
 
 def from_backend(doc):

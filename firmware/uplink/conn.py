@@ -52,12 +52,14 @@ async def resolve(host, port, timeout_ms):
         import _thread
     except ImportError:  # pragma: no cover - a port without threads: blocking, but bounded by the OS
         return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    if _dns_busy[0]:
-        raise OSError("dns: previous lookup of %s still running" % host)
+    at = clock.io_deadline(timeout_ms)
+    while _dns_busy[0]:  # one lookup thread at a time (the uplink's, the SNTP client's)
+        if clock.io_expired(at):
+            raise OSError("dns: another lookup still running; %s not tried" % host)
+        await clock.io_sleep_ms(_DNS_POLL_MS)
     box = []
     _dns_busy[0] = True
     _thread.start_new_thread(_dns_thread, (host, port, box))
-    at = clock.io_deadline(timeout_ms)
     while not box:
         if clock.io_expired(at):
             raise OSError("dns: no answer for %s within %d ms" % (host, timeout_ms))

@@ -167,3 +167,22 @@ def test_backend_time_command_over_the_broker(charger, broker, tmp_path):
         c.stop()
     finally:
         watch.close()
+
+
+def test_no_sntp_query_while_the_network_link_is_down(charger):
+    """The SNTP task waits for the network link (hal/net.py): nothing is sent while it is down,
+    the first query goes out once it is up and sets the time."""
+    srv = SntpServer("good", ref=REF)
+    try:
+        c = charger(time_quality="U", config={"time": {"ntp": [srv.addr], "timeout_ms": 300, "retry_s": 1}})
+        (c.root / "pins").mkdir(parents=True, exist_ok=True)
+        (c.root / "pins" / "link").write_text("0")
+        c.boot()
+        time.sleep(3)
+        assert srv.requests == [] and "time: synced" not in c.output(), c.output()
+        (c.root / "pins" / "link").write_text("1")
+        c.wait_for(r"time: synced from 127\.0\.0\.1:\d+", timeout=15)
+        assert len(srv.requests) == 1
+        c.stop()
+    finally:
+        srv.close()
