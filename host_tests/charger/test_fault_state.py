@@ -6,10 +6,10 @@ TLS link it cannot verify. Firmware under the MicroPython unix port, mosquitto (
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 from evc.tariff import compile_doc
+from host_tests.charger.topics import DeviceTopics
 from sim.charger import DEV, authlist_doc, flat_tariff, token
 from sim.device import DeviceProcess
 from sim.flashfs import put_file
@@ -17,43 +17,8 @@ from sim.flashfs import put_file
 ALICE = bytes.fromhex("04a1b2c3d4e5f6")
 
 
-class Topics:
-    """Every JSON message on evc/<DEV>/# (a real MQTT client on the same broker)."""
-
-    def __init__(self, url: str):
-        from backend.mqtt import connect, make_client
-
-        self.msgs: list[tuple[str, dict, bool]] = []
-        self._cond = threading.Condition()
-        self.client = make_client(url, "test-fault")
-        self.client.on_message = self._on
-        connect(self.client, url)
-        self.client.subscribe(f"evc/{DEV}/#", qos=1)
-
-    def _on(self, client, userdata, m) -> None:
-        try:
-            doc = json.loads(m.payload)
-        except ValueError:
-            return
-        with self._cond:
-            self.msgs.append((m.topic.rsplit("/", 1)[-1], doc, bool(m.retain)))
-            self._cond.notify_all()
-
-    def wait(self, kind: str, pred, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for k, doc, _retained in self.msgs:
-                    if k == kind and pred(doc):
-                        return doc
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {kind} message as wanted; got {self.msgs[-10:]}")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def Topics(url: str) -> DeviceTopics:
+    return DeviceTopics(url, DEV, "test-fault")
 
 
 def retained_status(url: str, wait_s: float = 2.0) -> dict | None:
@@ -62,8 +27,7 @@ def retained_status(url: str, wait_s: float = 2.0) -> dict | None:
     try:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            with t._cond:
-                got = [doc for kind, doc, retained in t.msgs if kind == "status" and retained]
+            got = t.docs("status", retained=True)
             if got:
                 return got[-1]
             time.sleep(0.05)
@@ -169,8 +133,7 @@ def test_a_config_error_is_reported_when_its_uplink_part_is_valid_then_cleared_b
         c.wait_for(r"charger: ready", timeout=30, start=at)
         watch.wait("status", lambda d: d.get("state") == "idle")
         time.sleep(2.0)  # the fault report is gone: no fault status comes after the charger's own
-        with watch._cond:
-            kinds = [doc.get("state") for kind, doc, _r in watch.msgs if kind == "status"]
+        kinds = [doc.get("state") for doc in watch.docs("status")]
         assert kinds[-1] == "idle" and "fault" not in kinds[kinds.index("idle"):], kinds
     finally:
         watch.close()

@@ -4,10 +4,10 @@ uplink goes offline while the link is down and connects again when it is back, a
 during an outage reaches the broker after it, and status shows the link state."""
 from __future__ import annotations
 
-import threading
 import time
 
 from evc.tariff import compile_doc
+from host_tests.charger.topics import DeviceTopics
 from evc.verify import verify_record
 from sim.charger import DEV, authlist_doc, dump, flat_tariff, token
 
@@ -16,39 +16,8 @@ STARTED = r"session: started "
 RECORD = r"session: record (\d+): "
 
 
-class Topics:
-    """Every message on evc/<dev>/#, raw (records are JWS), from a real MQTT client."""
-
-    def __init__(self, url: str):
-        from backend.mqtt import connect, make_client
-
-        self.msgs: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self.client = make_client(url, "test-net")
-        self.client.on_message = self._on
-        connect(self.client, url)
-        self.client.subscribe(f"evc/{DEV}/#", qos=1)
-
-    def _on(self, client, userdata, m) -> None:
-        with self._lock:
-            self.msgs.append((m.topic.rsplit("/", 1)[-1], bytes(m.payload)))
-
-    def of(self, kind: str) -> list[bytes]:
-        with self._lock:
-            return [p for k, p in self.msgs if k == kind]
-
-    def wait(self, kind: str, pred, timeout: float = 20) -> bytes:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for p in self.of(kind):
-                if pred(p):
-                    return p
-            time.sleep(0.05)
-        raise TimeoutError(f"no {kind} message as wanted; got {self.msgs[-5:]}")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def Topics(url: str) -> DeviceTopics:
+    return DeviceTopics(url, DEV, "test-net")
 
 
 def _link(c, up: bool) -> None:
@@ -69,7 +38,7 @@ def test_link_lost_and_restored_mid_session(charger, broker):
         c.boot()
         c.wait_for(r"net: up: lan 127\.0\.0\.1")
         c.wait_for(r"uplink: connected to ")
-        st = json.loads(topics.wait("status", lambda p: b'"link": "up"' in p or b'"link":"up"' in p))
+        st = json.loads(topics.wait("status", lambda p: b'"link": "up"' in p or b'"link":"up"' in p, raw=True))
         assert st["link"] == "up" and st["ip"] == "127.0.0.1" and "rssi" not in st, st
         c.tap(ALICE, STARTED)
         time.sleep(1.0)
@@ -108,8 +77,8 @@ def test_link_lost_and_restored_mid_session(charger, broker):
         at = c.mark()
         _link(c, True)
         c.wait_for(r"uplink: connected to ", timeout=5, start=at)
-        raw = topics.wait("rec", lambda p: True)  # sent after the link came back
-        st = json.loads(topics.wait("status", lambda p: b'"seq": 1' in p or b'"seq":1' in p))
+        raw = topics.wait("rec", lambda p: True, raw=True)  # sent after the link came back
+        st = json.loads(topics.wait("status", lambda p: b'"seq": 1' in p or b'"seq":1' in p, raw=True))
         assert st["link"] == "up" and st["state"] == "idle", st
         c.stop()
     finally:

@@ -6,14 +6,13 @@ are rejected `time-unknown`. From the sync on: quality S in records, status and 
 card is refused, the time-of-day element prices the session, commands are accepted."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from evc.tariff import compile_doc
+from host_tests.charger.topics import DeviceTopics
 from host_tests.foundation.test_sntp import SntpServer
 from sim.charger import DEV, authlist_doc, dump, flat_tariff, token
 
@@ -35,43 +34,8 @@ def tou_tariff() -> dict:
     ]}
 
 
-class Watch:
-    """Everything the device publishes on its topics (a real MQTT client on the same broker)."""
-
-    def __init__(self, url: str):
-        from backend.mqtt import connect, make_client
-
-        self.msgs: list[tuple[str, dict]] = []
-        self._cond = threading.Condition()
-        self.client = make_client(url, "test-watch")
-        self.client.on_message = self._on
-        connect(self.client, url)
-        self.client.subscribe(f"evc/{DEV}/#", qos=1)
-
-    def _on(self, client, userdata, m) -> None:
-        try:
-            doc = json.loads(m.payload)
-        except ValueError:
-            return  # records (JWS) and commands are not JSON
-        with self._cond:
-            self.msgs.append((m.topic.rsplit("/", 1)[-1], doc))
-            self._cond.notify_all()
-
-    def wait(self, kind: str, pred, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for k, doc in self.msgs:
-                    if k == kind and pred(doc):
-                        return doc
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {kind} message as wanted; got {self.msgs[-10:]}")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def Watch(url: str) -> DeviceTopics:
+    return DeviceTopics(url, DEV)
 
 
 def test_boot_without_time_then_sntp(charger, broker):
