@@ -21,6 +21,8 @@ ZONEINFO = Path("/usr/share/zoneinfo")
 
 PRICE_SCALE = 6  # price_u: millionths of the major unit
 VAT_SCALE = 2  # vat_bp: hundredths of a percent
+MAX_DIGITS = 15  # digits before the decimal point of any number read (prices, volumes, bounds)
+MAX_STEP = 10 ** 9  # step_size, in Wh or s
 DIMENSIONS = ("ENERGY", "TIME", "PARKING_TIME", "FLAT")
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 MAX_ELEMENTS = 64
@@ -29,6 +31,7 @@ MINOR_DIGITS = {"BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW
                 "LYD": 3, "OMR": 3, "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0}
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _UTC_NAMES = {"UTC", "Etc/UTC", "Z", "GMT", "Etc/GMT", "UTC0"}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 class TariffCompileError(ValueError):
@@ -40,24 +43,39 @@ def load_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(), parse_float=Decimal)
 
 
+def brief(v: Any) -> str:
+    """A JSON value for an error message: never a huge or deeply nested repr."""
+    if isinstance(v, (dict, list)):
+        return "an object" if isinstance(v, dict) else "a list"
+    r = str(v) if isinstance(v, Decimal) else repr(v)
+    return r if len(r) <= 60 else f"{r[:40]}... ({len(r)} characters)"
+
+
 def decimal(v: Any, where: str) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, (int, float, Decimal, str)):
-        raise TariffCompileError(f"{where}: number expected, got {v!r}")
+        raise TariffCompileError(f"{where}: number expected, got {brief(v)}")
     try:
         d = Decimal(str(v)) if isinstance(v, (float, str)) else Decimal(v)
     except InvalidOperation:
-        raise TariffCompileError(f"{where}: number expected, got {v!r}") from None
+        raise TariffCompileError(f"{where}: number expected, got {brief(v)}") from None
     if not d.is_finite():
-        raise TariffCompileError(f"{where}: finite number expected, got {v!r}")
+        raise TariffCompileError(f"{where}: finite number expected, got {brief(v)}")
+    if d and d.adjusted() >= MAX_DIGITS:
+        raise TariffCompileError(f"{where}: {brief(v)} is out of range (at most {MAX_DIGITS} digits before the point)")
     return d
 
 
 def scaled(v: Any, digits: int, where: str, lo: int = 0) -> int:
     """v x 10**digits as an int, exactly, or an error naming the field."""
-    d = decimal(v, where).scaleb(digits)
-    if d != d.to_integral_value():
-        raise TariffCompileError(f"{where}: {v} has more than {digits} decimals (not exact at the device's scale)")
-    n = int(d)
+    sign, ds, exp = decimal(v, where).as_tuple()  # digit by digit: Decimal arithmetic would round
+    n = 0
+    if any(ds):
+        while ds[-1] == 0:
+            ds, exp = ds[:-1], exp + 1
+        if exp + digits < 0:
+            raise TariffCompileError(f"{where}: {brief(v)} has more than {digits} decimals "
+                                     "(not exact at the device's scale)")
+        n = int("".join(map(str, ds))) * 10 ** (exp + digits) * (-1 if sign else 1)
     if n < lo:
         raise TariffCompileError(f"{where}: must be >= {Decimal(lo).scaleb(-digits)}, got {v}")
     return n
@@ -88,12 +106,12 @@ def parse_datetime(s: Any, where: str) -> int:
             raise ValueError
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise TariffCompileError(f"{where}: date-time expected, got {s!r}") from None
+        raise TariffCompileError(f"{where}: date-time expected, got {brief(s)}") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
-    if t.microsecond:
-        raise TariffCompileError(f"{where}: fractional seconds are not supported: {s!r}")
-    return int(t.timestamp())
+    # OCPI: "Fractional seconds MAY be used." The device counts whole seconds: the fraction is dropped
+    # (rounded down), so an instant before a whole second stays before it.
+    return (t - _EPOCH) // dt.timedelta(seconds=1)
 
 
 def _pair(r: Mapping[str, Any], lo_key: str, hi_key: str, convert) -> list | None:
@@ -146,10 +164,10 @@ def compile_restrictions(r: Mapping[str, Any], where: str) -> dict | None:
             raise TariffCompileError(f"{where}: {exc}") from None
         if pair is not None:
             out[key] = pair
-    if r.get("day_of_week") is not None:
-        days = r["day_of_week"]
-        if not isinstance(days, list) or not days or any(d not in WEEKDAYS for d in days):
-            raise TariffCompileError(f"{where}.day_of_week: list of {', '.join(WEEKDAYS)} expected, got {days!r}")
+    days = r.get("day_of_week")
+    if days is not None and days != []:  # an empty list (OCPI cardinality *) restricts nothing, like none
+        if not isinstance(days, list) or any(not isinstance(d, str) or d not in WEEKDAYS for d in days):
+            raise TariffCompileError(f"{where}.day_of_week: list of {', '.join(WEEKDAYS)} expected, got {brief(days)}")
         out["dow"] = sum(1 << WEEKDAYS.index(d) for d in set(days))
     return out
 
@@ -195,9 +213,9 @@ def compile_tariff(ocpi: Mapping[str, Any]) -> dict:
             if vat is not None and vat > 10000:
                 raise TariffCompileError(f"{cw}.vat: {pc['vat']} % is above 100 %")
             step = pc.get("step_size", 1)
-            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise TariffCompileError(f"{cw}.step_size: non-negative integer expected, got {step!r}")
-            c_out.append([dim, price, vat, max(step, 1)])  # step 0: nothing to round
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+                raise TariffCompileError(f"{cw}.step_size: integer 0..{MAX_STEP} expected, got {brief(step)}")
+            c_out.append([dim, price, vat, max(step, 1)])  # step 0: whole Wh / s (docs/pricing.md)
         if restr is None:
             continue
         out_elements.append({"c": c_out, "r": restr} if restr else {"c": c_out})
@@ -229,10 +247,10 @@ def compile_tariff(ocpi: Mapping[str, Any]) -> dict:
 
 def posix_tz(zone: str | None) -> str:
     """An IANA zone name (or UTC, or a POSIX rule) -> the POSIX TZ rule the device evaluates."""
-    if zone is None or zone in _UTC_NAMES:
+    if zone is None or isinstance(zone, str) and zone in _UTC_NAMES:
         return "UTC0"
     if not isinstance(zone, str) or not zone:
-        raise TariffCompileError(f"time zone: name expected, got {zone!r}")
+        raise TariffCompileError(f"time zone: name expected, got {brief(zone)}")
     if re.fullmatch(r"[A-Za-z_+\-]+(/[A-Za-z0-9_+\-]+)*", zone) and ".." not in zone:
         path = ZONEINFO / zone
         if path.is_file():

@@ -1,9 +1,11 @@
 # The pricing engine: OCPI 2.2.1 semantics (with errata), exact integer money.
 #
-# Quantities are Wh and seconds; prices are integers in millionths of the major unit. Money is
-# summed exactly in 1/18e9 of the major unit (the least common multiple of "per kWh by Wh"
-# and "per hour by second"), VAT-inclusive sums additionally in 1/10000, and rounded once,
-# half-up to minor units, when a cost is reported. docs/pricing.md explains the rules.
+# Quantities are carried in thousandths, mWh and ms: the meter gives whole Wh and seconds, but a
+# CDR may carry fractions of them, and step_size applies to the exact session total. Prices are
+# integers in millionths of the major unit. Money is summed exactly in 1/_DEN of the major unit
+# (the least common multiple of "per kWh by mWh" and "per hour by ms"), VAT-inclusive sums
+# additionally in 1/10000, and rounded once, half-up to minor units, when a cost is reported.
+# docs/pricing.md explains the rules and the OCPI sentences they follow.
 #
 # Memory is bounded: quantities are aggregated per (dimension, element), never per sample.
 from micropython import const
@@ -11,12 +13,13 @@ from micropython import const
 from billing.tariff import ENERGY, TIME, PARKING_TIME, FLAT, DIMS
 from billing.tz import rule as tz_rule
 
+_M = const(1000)  # Wh -> mWh, s -> ms
 # Exact money unit: 1/_DEN of the major unit. price_u * quantity * _FACTOR[dim] is in that unit:
-# ENERGY price per kWh x Wh (1e9), TIME/PARKING per hour x s (3.6e9), FLAT per session (1e6).
-_DEN = 18000000000
-_FACTOR = (18, 5, 5, 18000)
+# ENERGY price per kWh x mWh (1e12), TIME/PARKING per hour x ms (3.6e12), FLAT per session (1e6).
+_DEN = 18000000000000
+_FACTOR = (18, 5, 5, 18000000)
 _VAT_ONE = const(10000)  # VAT in hundredths of a percent
-_UNITS = ("Wh", "s", "s", "session")
+_UNITS = (("Wh", "s", "s", "session"), ("mWh", "ms", "ms", "session"))
 _QUALITIES = ("S", "I", "U")
 
 
@@ -32,28 +35,32 @@ def _check_int(v, what, lo=0):
 
 
 class _Ledger:
-    """Exact running sums and the per (dimension, element) aggregate behind the breakdown."""
+    """Exact running sums and the per (dimension, element) aggregate behind the breakdown.
 
-    def __init__(self, tariff):
+    Quantities in mWh / ms; `out` is what a reported quantity is divided by (_M: Wh and s)."""
+
+    def __init__(self, tariff, out=_M):
         self.tariff = tariff
         n = len(tariff.restrictions)
         self.n = n
+        self.out = out
         self.qty = [0] * (3 * n)
         self.since = [0] * (3 * n)
         self.until = [0] * (3 * n)
         self.comp = [None] * (3 * n)
         self.excl = 0
         self.incl = 0
-        self.priced = [0, 0, 0]
-        self.last_energy = None  # component of the last priced energy
-        self.last_time = None  # (dim, component) of the last priced TIME or PARKING_TIME
+        self.priced = [0, 0, 0]  # priced mWh / ms per dimension (the totals step_size rounds)
+        self.last = [None, None, None]  # component of the last period that priced each dimension
         self.flat = None
         self.flat_t = 0
-        self.volume = [0, 0, 0]  # all measured Wh / s, priced or free
+        self.started = False  # a period has been judged: from then on the FLAT is settled or pending
+        self.volume = [0, 0, 0]  # all measured mWh / ms, priced or free
 
     def add(self, dim, c, qty, t0, t1):
+        self.volume[dim] += qty
         if c is None or qty <= 0:
-            return  # no element matched: this dimension is free here
+            return  # no element matched (this dimension is free here), or nothing to price
         k = dim * self.n + c[0]
         if not self.qty[k]:
             self.since[k] = t0
@@ -64,45 +71,45 @@ class _Ledger:
         self.excl += v
         self.incl += v * (_VAT_ONE + (c[3] or 0))
         self.priced[dim] += qty
-        if dim == ENERGY:
-            self.last_energy = c
-        else:
-            self.last_time = (dim, c)
+        self.last[dim] = c
 
-    def set_flat(self, c, t):
-        self.flat = c
-        self.flat_t = t
+    def period_flat(self, c, t):
+        # A FLAT fee is charged once, in the first period where an element with a FLAT component
+        # is active (restrictions say when an element is active during the session).
+        self.started = True
+        if self.flat is None and c is not None:
+            self.flat = c
+            self.flat_t = t
 
     def _steps(self):
         # step_size, once per session (OCPI 2.2.1 errata): ENERGY total to the step of the last
-        # priced energy component; TIME and PARKING_TIME together: only the dimension priced last,
-        # its priced total rounded to that component's step. Extra volume at that component's price.
+        # priced energy component; TIME and PARKING_TIME once together: the parking total when any
+        # parking was priced ("only taken into account for the total parking duration"), else the
+        # charging total, to the step of that dimension's last priced component. The extra volume
+        # is billed at that component's price and VAT.
         out = []
-        if self.last_energy is not None:
-            c = self.last_energy
-            extra = -self.priced[ENERGY] % c[4]
-            if extra:
-                out.append((ENERGY, c, extra))
-        if self.last_time is not None:
-            dim, c = self.last_time
-            extra = -self.priced[dim] % c[4]
-            if extra:
-                out.append((dim, c, extra))
+        for dim in (ENERGY, PARKING_TIME if self.last[PARKING_TIME] is not None else TIME):
+            c = self.last[dim]
+            if c is not None:
+                extra = -self.priced[dim] % (c[4] * _M)
+                if extra:
+                    out.append((dim, c, extra))
         return out
 
-    def totals(self):
-        """(excl, incl, bound, steps): exact sums (1/_DEN, 1/(_DEN*10000)) after steps, flat, min/max."""
+    def totals(self, flat0=None):
+        """(excl, incl, bound, steps, flat): exact sums (1/_DEN, 1/(_DEN*10000)) after steps, flat,
+        min/max. flat0 stands in for the FLAT while no period has been judged."""
         excl, incl = self.excl, self.incl
         steps = self._steps()
         for dim, c, extra in steps:
             v = c[2] * extra * _FACTOR[dim]
             excl += v
             incl += v * (_VAT_ONE + (c[3] or 0))
-        if self.flat is not None:
-            c = self.flat
-            v = c[2] * _FACTOR[FLAT]
+        flat = self.flat if self.started else flat0
+        if flat is not None:
+            v = flat[2] * _FACTOR[FLAT]
             excl += v
-            incl += v * (_VAT_ONE + (c[3] or 0))
+            incl += v * (_VAT_ONE + (flat[3] or 0))
         bound = None
         t = self.tariff
         # min_price / max_price bound the excl and the incl total separately.
@@ -116,19 +123,20 @@ class _Ledger:
             if excl > hi_e or incl > hi_i:
                 bound = "max"
             excl, incl = min(excl, hi_e), min(incl, hi_i)
-        return excl, incl, bound, steps
+        return excl, incl, bound, steps, flat
 
-    def cost(self):
-        excl, incl, _, _ = self.totals()
+    def cost(self, flat0=None):
+        excl, incl, _, _, _ = self.totals(flat0)
         m = self.tariff.minor
         return half_up(excl, _DEN, m), half_up(incl, _DEN * _VAT_ONE, m)
 
     def result(self, flags):
-        excl, incl, bound, steps = self.totals()
+        excl, incl, bound, steps, flat = self.totals()
         m = self.tariff.minor
+        d = self.out
         lines = []
-        if self.flat is not None:
-            lines.append(self._line(FLAT, self.flat, 1, 1, self.flat_t, self.flat_t))
+        if flat is not None:
+            lines.append(self._line(FLAT, flat, 1, 1, self.flat_t, self.flat_t))
         for dim in (ENERGY, TIME, PARKING_TIME):
             for e in range(self.n):
                 k = dim * self.n + e
@@ -141,6 +149,7 @@ class _Ledger:
                     if sd == dim and sc is c:
                         billed += extra
                 lines.append(self._line(dim, c, q, billed, self.since[k], self.until[k]))
+        v = self.volume
         out = {
             "currency": self.tariff.currency,
             "excl": half_up(excl, _DEN, m),
@@ -148,20 +157,22 @@ class _Ledger:
             "lines": lines,
             "flags": flags,
             "tariff": self.tariff.id,
-            "energy_wh": self.volume[ENERGY],
-            "time_s": self.volume[TIME],
-            "parking_s": self.volume[PARKING_TIME],
         }
+        if d == _M:
+            out["energy_wh"], out["time_s"], out["parking_s"] = v[0] // d, v[1] // d, v[2] // d
+        else:
+            out["energy_mwh"], out["time_ms"], out["parking_ms"] = v[0], v[1], v[2]
         if bound:
             out["bound"] = bound
         return out
 
     def _line(self, dim, c, qty, billed, t0, t1):
-        v = c[2] * billed * _FACTOR[dim]
         m = self.tariff.minor
+        d = 1 if dim == FLAT else self.out
+        v = c[2] * billed * _FACTOR[dim]
         return {
-            "dim": DIMS[dim], "el": c[0], "qty": qty, "billed": billed, "unit": _UNITS[dim],
-            "price": c[2], "vat": c[3], "from": t0, "to": t1,
+            "dim": DIMS[dim], "el": c[0], "qty": qty // d, "billed": billed // d,
+            "unit": _UNITS[1 if self.out == 1 else 0][dim], "price": c[2], "vat": c[3], "from": t0, "to": t1,
             "excl": half_up(v, _DEN, m), "incl": half_up(v * (_VAT_ONE + (c[3] or 0)), _DEN * _VAT_ONE, m),
         }
 
@@ -194,7 +205,8 @@ class Pricer:
     its power and current describe that interval. Intervals with power above parking_w are
     charging (TIME), the others PARKING_TIME; energy counts as ENERGY in both. Intervals are
     split wherever a restriction can change its verdict; energy inside an interval is taken as
-    linear in time.
+    linear in time. Each piece is a charging period: every dimension, FLAT included, is judged
+    at its start.
     """
 
     def __init__(self, tariff, tz, start_epoch, start_wh, time_quality="S", parking_w=0):
@@ -216,7 +228,9 @@ class Pricer:
         self.done = False
         self.ledger = _Ledger(tariff)
         self._sel = None
-        self.ledger.set_flat(self._choose_at(FLAT, start_epoch, 0, None, None), start_epoch)
+        # The FLAT of a session stopped before any metered interval: one zero-length period at
+        # the start, power and current unknown (what a CDR with one empty period gets).
+        self._flat0 = self._choose_at(FLAT, start_epoch, 0, None, None)
 
     # -- selection -------------------------------------------------------------------------
 
@@ -230,7 +244,8 @@ class Pricer:
         return self.tariff.choose(dim, ymd, sod, dow, wh, t - self.start, p, p, ma, ma, self.timed_ok)
 
     def _select(self, t, wh, p, ma):
-        # Components for ENERGY, TIME, PARKING_TIME at (t, wh), cached until a restriction bound.
+        # Components for ENERGY, TIME, PARKING_TIME (and FLAT while none is charged) at (t, wh),
+        # cached until a restriction bound.
         s = self._sel
         if s is not None and t < s[3] and wh < s[4] and _in_band(s[5], p) and _in_band(s[6], ma):
             return s
@@ -242,6 +257,7 @@ class Pricer:
         ce = tf.choose(ENERGY, ymd, sod, dow, e, dur, p, p, ma, ma, ok)
         ct = tf.choose(TIME, ymd, sod, dow, e, dur, p, p, ma, ma, ok)
         cp = tf.choose(PARKING_TIME, ymd, sod, dow, e, dur, p, p, ma, ma, ok)
+        cf = tf.choose(FLAT, ymd, sod, dow, e, dur, p, p, ma, ma, ok) if self.ledger.flat is None else None
         t_lim = 1 << 62
         if ok and tf.timed:
             nb = 86400
@@ -262,7 +278,7 @@ class Pricer:
             if b > e:
                 wh_lim = self.start_wh + b
                 break
-        s = (ce, ct, cp, t_lim, wh_lim, _band(tf.w_bounds, p), _band(tf.ma_bounds, ma))
+        s = (ce, ct, cp, t_lim, wh_lim, _band(tf.w_bounds, p), _band(tf.ma_bounds, ma), cf)
         self._sel = s
         return s
 
@@ -305,16 +321,15 @@ class Pricer:
                 # the energy bound is crossed first: end this piece exactly there
                 wh_end = s[4]
                 t_end = t_a - (-(wh_end - wh_a) * span_t // span_wh)
-            led.add(ENERGY, s[0], wh_end - wh, t, t_end)
-            led.add(tdim, s[tdim], t_end - t, t, t_end)
-            led.volume[ENERGY] += wh_end - wh
-            led.volume[tdim] += t_end - t
+            led.period_flat(s[7], t)
+            led.add(ENERGY, s[0], (wh_end - wh) * _M, t, t_end)
+            led.add(tdim, s[tdim], (t_end - t) * _M, t, t_end)
             t, wh = t_end, wh_end
         self.t, self.wh = t_b, wh_b
 
     def running_cost(self):
         """(excl, incl) in minor units if the session stopped at the last sample."""
-        return self.ledger.cost()
+        return self.ledger.cost(self._flat0)
 
     def finish(self, stop_epoch, stop_wh, power_w=None, current_ma=None):
         """Close the session at the stop reading; returns the cost breakdown."""
@@ -326,41 +341,49 @@ class Pricer:
                 current_ma = self.current_ma
         self.add_sample(stop_epoch, stop_wh, power_w, current_ma)
         self.done = True
-        return self.ledger.result(self.flags)
+        led = self.ledger
+        if not led.started:  # no metered interval at all: one empty period at the start
+            led.period_flat(self._flat0, self.start)
+        return led.result(self.flags)
 
 
-def price_periods(tariff, tz, start_epoch, periods, time_quality="S"):
+def price_periods(tariff, tz, start_epoch, periods, time_quality="S", milli=False):
     """Price CDR-style charging periods directly (tools/price.py, backend re-pricing).
 
-    periods: [[start_epoch, wh, time_s, parking_s, w_lo, w_hi, ma_lo, ma_hi], ...] in order;
-    restrictions are judged at each period's start with the energy of the earlier periods.
+    periods: [[start_epoch, energy, time, parking, w_lo, w_hi, ma_lo, ma_hi], ...] in order, energy
+    in Wh and time in s, or with milli=True in mWh and ms (a CDR's volumes to the mWh / ms: step_size
+    applies to their exact sum, so they must not be rounded per period). Restrictions are judged at
+    each period's start with the energy of the earlier periods. With milli=True the result reports
+    energy_mwh / time_ms / parking_ms and lines in mWh and ms.
     """
     pr = Pricer(tariff, tz, start_epoch, 0, time_quality)
-    led = pr.ledger
-    energy = 0
+    m = 1 if milli else _M
+    led = pr.ledger = _Ledger(tariff, 1 if milli else _M)
+    energy = 0  # mWh of the earlier periods
     prev = start_epoch
     for i, p in enumerate(periods):
         if not isinstance(p, list) or len(p) != 8:
-            raise ValueError("period %d: [start, wh, time_s, parking_s, w_lo, w_hi, ma_lo, ma_hi] expected" % i)
+            raise ValueError("period %d: [start, energy, time, parking, w_lo, w_hi, ma_lo, ma_hi] expected" % i)
         t = _check_int(p[0], "period %d start" % i)
         if t < prev:
             raise ValueError("period %d starts before the previous one" % i)
-        wh = _check_int(p[1], "period %d wh" % i)
-        ts = _check_int(p[2], "period %d time_s" % i)
-        ps = _check_int(p[3], "period %d parking_s" % i)
+        e = _check_int(p[1], "period %d energy" % i) * m
+        ts = _check_int(p[2], "period %d time" % i) * m
+        ps = _check_int(p[3], "period %d parking" % i) * m
         for j in range(4, 8):
             if p[j] is not None:
                 _check_int(p[j], "period %d power/current" % i)
         ymd, sod, dow = pr._local(t)
-        args = (ymd, sod, dow, energy, t - start_epoch, p[4], p[5], p[6], p[7], pr.timed_ok)
-        t_end = t + ts + ps
-        led.add(ENERGY, tariff.choose(ENERGY, *args), wh, t, t_end)
+        # kWh restrictions are whole Wh: floor(mWh / 1000) >= lo and < hi exactly when mWh is.
+        args = (ymd, sod, dow, energy // _M, t - start_epoch, p[4], p[5], p[6], p[7], pr.timed_ok)
+        t_end = t + (ts + ps) // _M
+        led.period_flat(tariff.choose(FLAT, *args) if led.flat is None else None, t)
+        led.add(ENERGY, tariff.choose(ENERGY, *args), e, t, t_end)
         led.add(TIME, tariff.choose(TIME, *args), ts, t, t_end)
         led.add(PARKING_TIME, tariff.choose(PARKING_TIME, *args), ps, t, t_end)
-        led.volume[ENERGY] += wh
-        led.volume[TIME] += ts
-        led.volume[PARKING_TIME] += ps
-        energy += wh
+        energy += e
         prev = t
     pr.done = True
+    if not led.started:
+        led.period_flat(pr._flat0, start_epoch)
     return led.result(pr.flags)
