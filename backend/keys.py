@@ -1,8 +1,9 @@
 """The backend's P-256 key pair (signs downlink documents) and the site secret (card tokens).
 
-Kept as files in one folder (default ./backend-keys, or --keys / EVC_BACKEND_KEYS):
+Kept as files in one folder (default ./backend-keys, or --keys / EVC_BACKEND_KEYS; mode 700):
 backend.key (PKCS#8 PEM, mode 600), backend.pub (hex SubjectPublicKeyInfo DER: the device config's
-`backend_key`), site.secret (hex: the device config's `site_secret`).
+`backend_key`), site.secret (hex: the device config's `site_secret`, mode 600); backend/broker.py
+keeps the broker users' password hashes there too (mode 600).
 """
 from __future__ import annotations
 
@@ -44,9 +45,37 @@ def load_public_key(data: bytes) -> bytes:
     return verify.spki_der(key)
 
 
+def write_private(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file atomically (temporary file, fsync, rename) with exactly this mode, never wider:
+    the mode is set on the temporary file before a byte of the secret is in it, whatever the umask,
+    and an old file's wider mode does not survive (a plain O_TRUNC rewrite would keep it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 class Keys:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+
+    @staticmethod
+    def make_folder(folder: str | Path) -> None:
+        """Create a folder for secrets with mode 700 (an existing one is left as it is)."""
+        Path(folder).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @property
     def key_file(self) -> Path:
@@ -55,17 +84,24 @@ class Keys:
     def init(self, force: bool = False, site_secret: str | None = None) -> None:
         if self.key_file.exists() and not force:
             raise KeyMaterialError(f"{self.key_file} exists; --force replaces it (devices must then get the new backend_key)")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        secret = site_secret or secrets.token_hex(32)
+        try:
+            if len(bytes.fromhex(secret)) < 16:
+                raise ValueError
+        except ValueError:
+            raise KeyMaterialError("the site secret must be at least 16 bytes of hex") from None
+        self.make_folder(self.folder)
+        if os.name == "posix":
+            os.chmod(self.folder, 0o700)  # the folder of the backend's secrets: only its owner lists it
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        (self.folder / "backend.pub").write_text(verify.spki_der(key.public_key()).hex() + "\n")
-        secret = site_secret or secrets.token_hex(32)
-        if len(bytes.fromhex(secret)) < 16:
-            raise KeyMaterialError("the site secret must be at least 16 bytes of hex")
-        (self.folder / "site.secret").write_text(secret + "\n")
+        write_private(self.key_file, pem)
+        write_private(self.folder / "backend.pub", (verify.spki_der(key.public_key()).hex() + "\n").encode(), mode=0o644)
+        write_private(self.secret_file, (secret + "\n").encode())
+
+    @property
+    def secret_file(self) -> Path:
+        return self.folder / "site.secret"
 
     def private_key(self) -> ec.EllipticCurvePrivateKey:
         try:
@@ -80,7 +116,7 @@ class Keys:
 
     def site_secret(self) -> bytes:
         try:
-            return bytes.fromhex((self.folder / "site.secret").read_text().strip())
+            return bytes.fromhex(self.secret_file.read_text().strip())
         except (OSError, ValueError) as exc:
             raise KeyMaterialError(f"no site secret in {self.folder} ({exc}); run `python -m backend keys init`") from None
 

@@ -39,10 +39,14 @@ def shares_subscriptions(kind: str | None = None) -> bool:
 
 
 class Broker:
-    def __init__(self, port: int | None = None, prefer: str | None = None):
+    def __init__(self, port: int | None = None, prefer: str | None = None, conf: str | None = None):
+        """conf: a whole mosquitto.conf instead of the open test broker's (listeners, TLS, password_file,
+        acl_file: e.g. the one `python -m backend broker files` writes); port is then the listener in it
+        that start() waits for. mosquitto only."""
         self.port = port or free_port()
         self.host = "127.0.0.1"
-        self.kind = prefer or default_kind()
+        self.kind = "mosquitto" if conf is not None else prefer or default_kind()
+        self.conf = conf
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="evc-broker-")
 
@@ -52,6 +56,15 @@ class Broker:
 
     def _command(self) -> list[str]:
         d = Path(self._dir.name)
+        if self.conf is not None:
+            if not mosquitto_binary():
+                raise RuntimeError("a broker with its own mosquitto.conf needs mosquitto")
+            conf = d / "mosquitto.conf"
+            # run-time lines first; as root, stay root: mosquitto would read the password and ACL files
+            # (mode 600, ours) as user mosquitto
+            run = f"persistence false\nlog_dest file {d / 'mosquitto.log'}\n"
+            conf.write_text(run + ("user root\n" if getattr(os, "geteuid", lambda: -1)() == 0 else "") + self.conf)
+            return [mosquitto_binary(), "-c", str(conf)]
         if self.kind == "mosquitto":
             conf = d / "mosquitto.conf"
             conf.write_text(
@@ -83,6 +96,13 @@ class Broker:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.kind} did not listen on {self.port} within {timeout} s")
+
+    def log(self) -> str:
+        """mosquitto's log when it runs with conf (denied publishes, refused logins)."""
+        try:
+            return (Path(self._dir.name) / "mosquitto.log").read_text()
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -98,7 +98,7 @@ class Backend:
 
     def init(self) -> dict:
         self.cli("keys", "init")
-        out = self.cli("keys", "show")
+        out = self.cli("keys", "show", "--show-secrets")  # the site secret goes into the chargers' configs
         return json.loads(out[out.index("{"):])
 
     def serve(self, shared: bool = True) -> None:

@@ -3,8 +3,8 @@
     flash.py build-image --micropython CHECKOUT --board NAME [--out DIR]
     flash.py install-micropython --port P --bin FIRMWARE.bin [--board NAME]
     flash.py deploy --port P --board NAME --config FILE [--dev]
-    flash.py provision --port P --device-id ID --backend-key FILE
-    flash.py config get [KEY] | set KEY=VALUE ... | validate FILE --board NAME
+    flash.py provision --port P --device-id ID --backend-key FILE [--broker URL --ca CA.pem --broker-creds FILE]
+    flash.py config get [KEY] [--show-secrets] | set KEY=VALUE ... | validate FILE --board NAME
     flash.py status | logs | meter-probe | nfc-probe | export-journal --out DIR
     flash.py maintenance on|off|status
 
@@ -36,6 +36,7 @@ from tools.flashkit.image import CHIP_IDS, FLASH_OFFSET, image_chip  # noqa: F40
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LIB_DIR = REPO / ".venv" / "mplib"  # tools/hostlibs.py puts umqtt.simple there
 KEY_FILE = "device.key"  # under the board's data root (board.mount_flash())
+CA_FILE = "broker-ca.pem"  # provision --ca puts the broker's CA there (uplink.ca)
 FLASH_MARGIN = 16 * 1024  # leave room for the journal and logs to grow after a deploy
 MIP_INDEX = "https://micropython.org/pi/v2"
 DEFAULT_IMAGE_DIR = REPO / "out"
@@ -48,6 +49,12 @@ console = Console(highlight=False, soft_wrap=True)  # long messages stay whole (
 
 def say(msg: str) -> None:
     console.print(msg)
+
+
+def warn_transport(full: dict) -> None:
+    """Loudly, on every path that validates or writes a config: a plain mqtt:// broker, no credentials."""
+    for text in checks.transport_warnings(full):
+        console.print(f"[bold red]WARNING[/] [red]{escape(text)}[/]")
 
 
 def _progress() -> Progress:
@@ -176,7 +183,7 @@ def deploy(port: str, board: str, config_file: Path | None, *, lib_dir: Path | N
     override = None
     if config_file is not None:
         override = checks.load_file(config_file)
-        checks.validate(override, board)
+        warn_transport(checks.validate(override, board))
         say(f"config {config_file} is valid for board {board}")
     sources = build.sources(board, source / "firmware", source / "boards")
     firmware_names = build.module_tops([path for path, _src in sources])
@@ -306,12 +313,12 @@ def _board_for_checks(dev: Device) -> str | None:
         return None
 
 
-def config_get(port: str, key: str | None) -> Any:
+def config_get(port: str, key: str | None, show_secrets: bool = False) -> Any:
+    """The board's config (as written) or one setting (defaults merged); secrets masked unless show_secrets."""
     with Device(port) as dev:
         _path, raw = _device_config(dev)
-    if key is None:
-        return raw
-    return checks.get_path(checks.validate(raw), key)
+    value = raw if key is None else checks.get_path(checks.validate(raw), key)
+    return value if show_secrets else checks.mask_secrets(value, key or "")
 
 
 def config_set(port: str, assignments: list[str]) -> dict:
@@ -323,14 +330,19 @@ def config_set(port: str, assignments: list[str]) -> dict:
             if not sep:
                 raise checks.ConfigProblem([f"{item}: want KEY=VALUE, e.g. meter.url=tcp://10.0.0.5:502"])
             new = checks.set_path(new, key.strip(), checks.parse_value(value))
-        checks.validate(new, _board_for_checks(dev))
+        full = checks.validate(new, _board_for_checks(dev))
         dev.write_file(path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
         say(f"[green]config updated[/] ({path}); the charger restarts with it")
+        warn_transport(full)
     return new
 
 
 # ---------------------------------------------------------------------------- provision
-def provision(port: str, device_id: str, backend_key_file: Path, out_dir: Path) -> dict:
+def provision(port: str, device_id: str, backend_key_file: Path, out_dir: Path, *, broker: str | None = None,
+              ca_file: Path | None = None, creds_file: Path | None = None) -> dict:
+    """Device id and backend key; with broker / ca_file / creds_file also the uplink: the broker URL
+    (mqtts:// when a CA is given), the CA copied to the board, the device's broker user and password
+    (from `python -m backend broker creds --dev ID --out FILE`; never shown)."""
     try:
         backend_key = checks.parse_public_key(backend_key_file.read_bytes())
     except OSError as exc:
@@ -338,16 +350,38 @@ def provision(port: str, device_id: str, backend_key_file: Path, out_dir: Path) 
     except ValueError as exc:
         raise checks.ConfigProblem([str(exc)]) from None
     checks.validate({"device_id": device_id, "backend_key": backend_key})
+    ca = None
+    if ca_file is not None:
+        try:
+            ca = checks.parse_ca(ca_file.read_bytes(), str(ca_file))
+        except OSError as exc:
+            raise FlashError(f"cannot read {ca_file}: {exc.strerror}") from None
+    creds = checks.load_broker_creds(creds_file, device_id) if creds_file is not None else None
+    url = checks.broker_url(broker, ca is not None) if broker is not None else None
     with Device(port, exec_timeout=600) as dev:
         dev.ensure_no_watchdog(say)
         if not dev.call("_evc_has_module('crypto.keys')"):
             raise FlashError("the board has no firmware yet: run flash.py deploy before provision")
         path, raw = _device_config(dev)
+        root = dev.call("_evc_data_root()")
         new = checks.set_path(checks.set_path(raw, "device_id", device_id), "backend_key", backend_key)
-        checks.validate(new, _board_for_checks(dev))
+        if url is not None:
+            new = checks.set_path(new, "uplink.broker", url)
+        if ca is not None:
+            new = checks.set_path(new, "uplink.ca", root + "/" + CA_FILE)
+        if creds is not None:
+            new = checks.set_path(checks.set_path(new, "uplink.user", creds[0]), "uplink.password", creds[1])
+        full = checks.validate(new, _board_for_checks(dev))
+        if ca is not None:
+            dev.write_file(root + "/" + CA_FILE, ca)
+            say(f"broker CA {ca_file} copied to the board as {root}/{CA_FILE}")
         if new != raw:
             dev.write_file(path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
-        root = dev.call("_evc_data_root()")
+        if full["uplink"]["broker"]:
+            up = full["uplink"]
+            say(f"uplink: {up['broker']}" + (f", CA {up['ca']}" if up["ca"] else "")
+                + (f", broker user {up['user']} (password set, not shown)" if up["user"] and up["password"] else ""))
+        warn_transport(full)
         with console.status("the board generates its key pair (a few seconds to a minute on an ESP32)"):
             key = dev.call(f"_evc_keygen({root + '/' + KEY_FILE!r})", timeout=600, what="generating the device key")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -539,15 +573,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--mpy-cross", help="mpy-cross binary to use")
     c.add_argument("--no-reset", action="store_true")
     c.add_argument("--source", type=Path, default=REPO, help="checkout to deploy from (default: this one)")
-    c = cmd("provision", "set the device id and backend key; the board makes its own key pair")
+    c = cmd("provision", "set the device id, backend key and broker; the board makes its own key pair")
     c.add_argument("--device-id", required=True)
     c.add_argument("--backend-key", type=Path, required=True, help="backend public key (PEM, DER or hex)")
     c.add_argument("--out", type=Path, default=Path("keys"), help="where to save the device public key")
+    c.add_argument("--broker", help="mqtts://HOST:8883 (or HOST[:PORT]: mqtts with --ca, else plain mqtt, with a warning)")
+    c.add_argument("--ca", type=Path, help="the CA certificate that signed the broker's (PEM or DER): copied to the board")
+    c.add_argument("--broker-creds", type=Path,
+                   help="the file of `python -m backend broker creds --dev ID --out FILE`: the broker user and password")
     c = cmd("config", "read, change or check the configuration", port=False)
     csub = c.add_subparsers(dest="action", required=True)
-    g = csub.add_parser("get", help="print the board's config, or one setting")
+    g = csub.add_parser("get", help="print the board's config, or one setting (secrets masked)")
     g.add_argument("--port", "-p", required=True)
     g.add_argument("key", nargs="?")
+    g.add_argument("--show-secrets", action="store_true",
+                   help="print site_secret and the passwords in clear (mind who watches the screen)")
     s = csub.add_parser("set", help="change settings: KEY=VALUE (VALUE as JSON or text)")
     s.add_argument("--port", "-p", required=True)
     s.add_argument("assignments", nargs="+")
@@ -581,14 +621,16 @@ def run(args: argparse.Namespace) -> Any:
         return deploy(args.port, args.board, args.config, lib_dir=args.lib_dir, compile_mpy=not args.no_compile,
                       mpy_cross=args.mpy_cross, reset=not args.no_reset, source=args.source, dev_files=args.dev)
     if args.command == "provision":
-        return provision(args.port, args.device_id, args.backend_key, args.out)
+        return provision(args.port, args.device_id, args.backend_key, args.out, broker=args.broker,
+                         ca_file=args.ca, creds_file=args.broker_creds)
     if args.command == "config":
         if args.action == "validate":
-            checks.validate(checks.load_file(args.file), args.board)
+            full = checks.validate(checks.load_file(args.file), args.board)
             say(f"[green]{args.file} is valid[/]" + (f" for board {args.board}" if args.board else ""))
+            warn_transport(full)
             return True
         if args.action == "get":
-            value = config_get(args.port, args.key)
+            value = config_get(args.port, args.key, args.show_secrets)
             console.print_json(json.dumps(value))
             return value
         return config_set(args.port, args.assignments)

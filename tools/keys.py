@@ -10,6 +10,7 @@ is read. The private key never leaves the device's flash.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +84,12 @@ def export(root: Path, key_path: str = DEFAULT_KEY_PATH) -> ec.EllipticCurvePubl
 
 
 def create(root: Path, key_path: str = DEFAULT_KEY_PATH) -> ec.EllipticCurvePublicKey:
-    """Provision: create the key pair on the device's flash (firmware code, os.urandom) if missing."""
-    return _public_key(_run_on_flash(root, _CREATE.format(path=key_path), readonly=False), key_path)
+    """Provision: create the key pair on the device's flash (firmware code, os.urandom) if missing.
+    The flash image now holds the private key: it is made readable by its owner only (mode 600)."""
+    key = _public_key(_run_on_flash(root, _CREATE.format(path=key_path), readonly=False), key_path)
+    if os.name == "posix":
+        os.chmod(root / "flash.img", 0o600)
+    return key
 
 
 def encode(key: ec.EllipticCurvePublicKey, form: str) -> bytes:

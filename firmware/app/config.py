@@ -350,6 +350,9 @@ def validate(override):
             ok, why = False, " (%s)" % (exc,)
         if not ok:
             got = repr(value)  # a whole tariff document would be too much for a line: its start will do
+            if path.endswith("password") or path.endswith("secret"):  # never echo a secret: console, log, MQTT
+                got = ("a string of %d characters" % len(value) if isinstance(value, str)
+                       else "a value of type %s" % type(value).__name__) + " (not shown)"
             raise ConfigError("%s: got %s, want %s%s" % (path, got if len(got) <= 80 else got[:77] + "...", want, why))
     _together(cfg)
     return cfg

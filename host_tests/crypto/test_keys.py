@@ -90,6 +90,7 @@ def test_tool_exports_what_the_device_created(mpy, tmp_path):
     with pytest.raises(keytool.KeyToolError, match="no device key"):
         keytool.export(tmp_path)
     created = keytool.create(tmp_path)
+    assert (tmp_path / "flash.img").stat().st_mode & 0o777 == 0o600  # it holds the private key now
     device_hex = boot(mpy, tmp_path, 'emit(keys.load_or_create(mnt + "/device.key").public_hex())').value
     assert keytool.encode(keytool.export(tmp_path), "hex").decode().strip() == device_hex
     assert keytool.encode(created, "hex").decode().strip() == device_hex

@@ -190,6 +190,91 @@ def get_path(config: dict, dotted: str) -> Any:
     return node
 
 
+# ---------------------------------------------------------------------------- secrets and the broker
+MASK = "********"
+
+
+def is_secret(name: str) -> bool:
+    """A setting whose value is never shown: site_secret, uplink.password, net.wifi.password (the rule
+    firmware/app/config.py uses for its messages: a name ending in password or secret)."""
+    last = name.rsplit(".", 1)[-1]
+    return last.endswith("password") or last.endswith("secret")
+
+
+def mask_secrets(value: Any, path: str = "") -> Any:
+    """A copy with every secret that is set replaced by MASK (null stays null: "not set" is no secret)."""
+    if path and is_secret(path):
+        return value if value is None else MASK
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+    return value
+
+
+def transport_warnings(full: dict) -> list[str]:
+    """What is unsafe about a (validated) config's link to the broker; shown loudly, not refused."""
+    up = full["uplink"]
+    broker = up["broker"]
+    if not broker:
+        return []
+    out = []
+    if broker.startswith("mqtt://"):
+        out.append(f"uplink.broker {broker} is PLAIN MQTT: session records, card tokens"
+                   + (", the broker password" if up["password"] else "")
+                   + " and the backend's documents cross the network unencrypted. Use mqtts://HOST:8883 with the "
+                     "broker's CA: flash.py provision --broker mqtts://HOST:8883 --ca ca.pem")
+    if not up["user"] and not up["cert"]:
+        out.append("uplink.user is not set: a broker set up as docs/backend.md says (no anonymous clients) refuses "
+                   "this charger. Make its credentials with `python -m backend broker creds --dev ID --out FILE` "
+                   "and give FILE to flash.py provision --broker-creds")
+    return out
+
+
+def broker_url(text: str, have_ca: bool) -> str:
+    """The uplink.broker URL from what the technician typed: mqtts:// when a CA is given (HOST or
+    HOST:PORT become mqtts://HOST:8883), mqtt:// only when asked for or when there is no CA."""
+    if text.startswith("mqtt://") and have_ca:
+        raise ConfigProblem([f"uplink.broker: a CA was given but {text} is plain MQTT; use mqtts://"
+                             f"{text[len('mqtt://'):]} (usually port 8883)"])
+    if "://" in text:
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = text, ""
+    if have_ca:
+        return f"mqtts://{host}:{port or 8883}"
+    return f"mqtt://{host}:{port or 1883}"
+
+
+def parse_ca(data: bytes, name: str) -> bytes:
+    """A CA certificate as PEM or DER (what the firmware's uplink reads); raises ConfigProblem."""
+    text = data.lstrip()
+    if text.startswith(b"-----BEGIN CERTIFICATE-----"):
+        return data
+    if text.startswith(b"-----BEGIN"):
+        raise ConfigProblem([f"uplink.ca: {name} is PEM but not a CERTIFICATE block (never a private key)"])
+    if len(data) > 64 and data[0] == 0x30:  # DER: a SEQUENCE
+        return data
+    raise ConfigProblem([f"uplink.ca: {name} is not a certificate (PEM or DER)"])
+
+
+def load_broker_creds(path: Path, device_id: str) -> tuple[str, str]:
+    """(user, password) from the file `python -m backend broker creds --dev ID --out FILE` wrote."""
+    try:
+        doc = json.loads(path.read_text())
+        user, password = doc["user"], doc["password"]
+    except OSError as exc:
+        raise ConfigProblem([f"broker credentials: cannot read {path}: {exc.strerror}"]) from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigProblem([f"broker credentials: {path} is not a `python -m backend broker creds --out` file "
+                             "({\"user\", \"password\"})"]) from None
+    if not isinstance(user, str) or not isinstance(password, str) or not password:
+        raise ConfigProblem([f"broker credentials: {path} has no user and password"])
+    if user != device_id:
+        raise ConfigProblem([f"broker credentials: {path} are for {user!r}, this board is {device_id!r} "
+                             "(the broker user name is the device id)"])
+    return user, password
+
+
 def parse_value(text: str) -> Any:
     """Command-line value: JSON when it parses (27, null, true, [..]), else the string itself."""
     try:
