@@ -76,7 +76,8 @@ class Pending(Base):
 class Anomaly(Base):
     """Anything that is not a billable session: kept with the raw message for review.
     slot=True: the record was signed by its device, so it fills its seq (and is acknowledged);
-    forged or unknown messages never fill a slot."""
+    forged or unknown messages never fill a slot. raw is the whole message when the device signed
+    it, else its first 4 KiB; raw_len and raw_sha256 describe all of it (backend/guard.py)."""
 
     __tablename__ = "anomalies"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -89,6 +90,23 @@ class Anomaly(Base):
     hash: Mapped[str | None] = mapped_column(String(64))
     slot: Mapped[bool] = mapped_column(Boolean, default=False)
     received_at: Mapped[int] = mapped_column(BigInteger)
+    raw_len: Mapped[int | None] = mapped_column(BigInteger)  # bytes of the message as received
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))  # of the message as received
+
+
+class AnomalyCount(Base):
+    """Every anomaly a message caused, counted per source, kind and hour; only the first few of each
+    (Ingestor.samples) are stored in `anomalies`, so a flood of garbage cannot fill the database.
+    source: the registered device the topic names, or "" for everything else (bad topics, unknown
+    devices: their names are the sender's choice, so they share one count)."""
+
+    __tablename__ = "anomaly_counts"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s at the start of the hour
+    seen: Mapped[int] = mapped_column(BigInteger)
+    last_at: Mapped[int] = mapped_column(BigInteger)
+    last_topic: Mapped[str] = mapped_column(String(255))
 
 
 Index("ix_anomalies_slot", Anomaly.dev, Anomaly.seq, unique=True,

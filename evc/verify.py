@@ -122,9 +122,51 @@ def _no_float(text: str) -> Any:
     raise ValueError(f"non-integer number {text}")
 
 
+# JSON nesting deeper than this is refused before json.loads sees it (json recurses per level: a
+# few kilobytes of "[" would raise RecursionError). Records nest 4 deep, OCMF 3, JWS headers 1.
+MAX_JSON_DEPTH = 32
+_JSON_STR = re.compile(r'[\[\]{}"\\]')
+_JSON_BYTES = re.compile(rb'[\[\]{}"\\]')
+
+
+def json_too_deep(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when JSON text nests arrays/objects more than `limit` deep (strings skipped). One pass,
+    no recursion; text that is not JSON may be judged either way (json.loads refuses it anyway)."""
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= limit:
+            return False
+        tokens, quote, backslash, opening = _JSON_STR, '"', "\\", "[{"
+    else:
+        if text.count(b"[") + text.count(b"{") <= limit:
+            return False
+        tokens, quote, backslash, opening = _JSON_BYTES, 34, 92, b"[{"
+    depth, in_string, skip = 0, False, -1
+    for m in tokens.finditer(text):
+        i = m.start()
+        if i < skip:
+            continue  # the character after a backslash in a string
+        c = text[i]
+        if in_string:
+            if c == backslash:
+                skip = i + 2
+            elif c == quote:
+                in_string = False
+        elif c == quote:
+            in_string = True
+        elif c in opening:
+            depth += 1
+            if depth > limit:
+                return True
+        elif c != backslash:
+            depth -= 1
+    return False
+
+
 def _loads_strict(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"), object_pairs_hook=_strict_object, parse_float=_no_float,
-                      parse_constant=_no_float)
+    text = data.decode("utf-8")
+    if json_too_deep(text):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    return json.loads(text, object_pairs_hook=_strict_object, parse_float=_no_float, parse_constant=_no_float)
 
 
 def verify_jws(compact: bytes | str, public_key: Any, kid: str | None = None) -> tuple[dict, bytes]:
@@ -216,6 +258,8 @@ def parse_ocmf(text: str) -> tuple[bytes, dict, dict]:
     if not isinstance(text, str) or not text.startswith("OCMF|") or text.count("|") < 2:
         raise OcmfError(Reason.OCMF_FORMAT, "not OCMF|payload|signature")
     payload_text, _, sig_text = text[5:].rpartition("|")
+    if json_too_deep(payload_text) or json_too_deep(sig_text):
+        raise OcmfError(Reason.OCMF_FORMAT, f"section nested deeper than {MAX_JSON_DEPTH}")
     try:
         data = json.loads(payload_text, parse_float=Decimal)
         sig = json.loads(sig_text)
@@ -231,6 +275,8 @@ def verify_ocmf(text: str, public_key: Any) -> OcmfRecord:
     payload, data, sig = parse_ocmf(text)
     sa = sig.get("SA") or DEFAULT_SA
     encoding = sig.get("SE") or "hex"
+    if not isinstance(sa, str):
+        raise UnsupportedCurve(f"signature algorithm {sa!r} is not a string")
     try:
         if encoding == "hex":
             sd = bytes.fromhex(re.sub(r"\s+", "", sig["SD"]))
@@ -272,7 +318,7 @@ def _is_int(v: Any, lo: int = 0) -> bool:
 def _check_point(p: Any, name: str, stop: bool) -> None:
     if not isinstance(p, dict) or not _is_int(p.get("t")) or p.get("tq") not in ("S", "I", "U") or not _is_int(p.get("wh")):
         raise VerifyError(Reason.SCHEMA, f"{name} must be {{t, tq, wh}}")
-    if stop and p.get("reason") not in STOP_REASONS:
+    if stop and (not isinstance(p.get("reason"), str) or p["reason"] not in STOP_REASONS):
         raise VerifyError(Reason.SCHEMA, f"stop.reason {p.get('reason')!r}")
 
 
@@ -291,7 +337,7 @@ def check_schema(f: Any) -> None:
         (f["prev"] == "" if f["seq"] == 1 else isinstance(f["prev"], str) and len(f["prev"]) == 64 and bool(hexre.fullmatch(f["prev"])),
          "prev must be '' for seq 1, else 64 hex digits"),
         (isinstance(f["token"], str) and len(f["token"]) == 32 and bool(hexre.fullmatch(f["token"])), "token"),
-        (f["auth"] in AUTHS, "auth"),
+        (isinstance(f["auth"], str) and f["auth"] in AUTHS, "auth"),
         (f["contract"] is None or isinstance(f["contract"], str), "contract"),
         (isinstance(f["tariff"], dict) and isinstance(f["tariff"].get("id"), str)
          and (isinstance(f["tariff"].get("ver"), str) or _is_int(f["tariff"].get("ver"))), "tariff"),
@@ -314,7 +360,10 @@ def check_schema(f: Any) -> None:
 def _ocmf_time(t: int, tq: str) -> str:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,000+0000 ") + tq
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,000+0000 ") + tq
+    except (OverflowError, ValueError, OSError):
+        raise VerifyError(Reason.OCMF_MISMATCH, f"time {t} is beyond any calendar date") from None
 
 
 def _check_ocmf_matches(f: dict, o: OcmfRecord) -> None:
@@ -328,7 +377,7 @@ def _check_ocmf_matches(f: dict, o: OcmfRecord) -> None:
     rd = d.get("RD")
     if not isinstance(rd, list):
         raise VerifyError(Reason.OCMF_MISMATCH, "OCMF RD missing")
-    by_tx = {r.get("TX"): r for r in rd if isinstance(r, dict)}
+    by_tx = {r["TX"]: r for r in rd if isinstance(r, dict) and isinstance(r.get("TX"), str)}
     for tx, point in (("B", f["start"]), ("E", f["stop"])):
         r = by_tx.get(tx)
         if r is None:
