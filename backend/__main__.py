@@ -1,4 +1,4 @@
-"""python -m backend COMMAND: serve, device, tariff, authlist, card, cmd, keys, export, import."""
+"""python -m backend COMMAND: serve, device, tariff, authlist, card, cmd, keys, broker, export, import."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,11 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--db", default=os.environ.get("EVC_DB", DEFAULT_DB),
                    help="SQLite file path or postgresql://user:pass@host/db (env EVC_DB; default %(default)s)")
     p.add_argument("--broker", default=os.environ.get("EVC_BROKER", "mqtt://127.0.0.1:1883"),
-                   help="mqtt://host:port or mqtts://host:port (env EVC_BROKER)")
+                   help="mqtt://host:port or mqtts://user@host:port (env EVC_BROKER)")
+    p.add_argument("--broker-ca", default=os.environ.get("EVC_BROKER_CA"),
+                   help="CA certificate that signed the broker's, for mqtts (env EVC_BROKER_CA; default: the system's)")
+    p.add_argument("--broker-password-file", default=os.environ.get("EVC_BROKER_PASSWORD_FILE"),
+                   help="file holding the broker password of the URL's user (env EVC_BROKER_PASSWORD_FILE)")
     p.add_argument("--prefix", default="evc", help="MQTT topic prefix (default %(default)s)")
     p.add_argument("--keys", default=os.environ.get("EVC_BACKEND_KEYS", DEFAULT_KEYS),
                    help="folder of the backend key and site secret (env EVC_BACKEND_KEYS)")
@@ -46,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-share", action="store_true", help="plain subscription (a broker without shared subscriptions)")
     serve.add_argument("--gap-grace", type=int, default=30, help="seconds a record may wait for its predecessor before a gap is reported")
     serve.add_argument("--batch", type=int, default=64, help="most messages stored in one transaction")
+    serve.add_argument("--auth-ttl", type=int, default=24 * 3600,
+                       help="seconds a charger may reuse an online acceptance from its cache (refusals: at most 300)")
 
     device = sub.add_parser("device", help="device registry").add_subparsers(dest="action", required=True)
     add = leaf(device, "add", "register a device and its public key")
@@ -85,7 +91,31 @@ def parser() -> argparse.ArgumentParser:
     kinit = leaf(keys, "init", "create the backend key pair and the site secret")
     kinit.add_argument("--force", action="store_true")
     kinit.add_argument("--site-secret", help="hex (default: 32 random bytes)")
-    leaf(keys, "show", "print the device config values: backend_key and site_secret")
+    kshow = leaf(keys, "show", "print the device config values: backend_key (and site_secret with --show-secrets)")
+    kshow.add_argument("--show-secrets", action="store_true", help="print the site secret too (for a device config)")
+
+    broker = sub.add_parser("broker", help="broker security: per-device credentials, ACLs, mosquitto files")
+    baction = broker.add_subparsers(dest="action", required=True)
+    bcreds = leaf(baction, "creds", "new broker password for a device (or the backend): shown once, only its hash is kept")
+    bwho = bcreds.add_mutually_exclusive_group(required=True)
+    bwho.add_argument("--dev", help="device id (its broker user name)")
+    bwho.add_argument("--backend", nargs="?", const="evc-backend", metavar="USER",
+                      help="a backend user (default evc-backend)")
+    bcreds.add_argument("--out", type=Path,
+                        help="write {\"user\", \"password\"} to this file (mode 600, for flash.py provision --broker-creds) "
+                             "instead of printing the password")
+    brevoke = leaf(baction, "revoke", "remove a device's or backend user's broker credentials")
+    brevoke.add_argument("user")
+    leaf(baction, "list", "the broker users (no secrets)")
+    bfiles = leaf(baction, "files", "write mosquitto's password files, ACLs and a mosquitto.conf")
+    bfiles.add_argument("--out", type=Path, required=True, help="folder for passwd, acl, passwd.backend, acl.backend, mosquitto.conf")
+    bfiles.add_argument("--install-dir", help="where those files will be on the broker host (default: --out)")
+    bfiles.add_argument("--listen", default="8883", help="the chargers' TLS listener: PORT or HOST:PORT (default %(default)s)")
+    bfiles.add_argument("--backend-listen", default="127.0.0.1:1884",
+                        help="the backend's listener, HOST:PORT (default %(default)s; TLS unless on loopback)")
+    bfiles.add_argument("--certfile", default="/etc/mosquitto/certs/server.crt", help="broker certificate (PEM)")
+    bfiles.add_argument("--keyfile", default="/etc/mosquitto/certs/server.key", help="its private key (PEM)")
+    bfiles.add_argument("--cafile", default="/etc/mosquitto/certs/ca.crt", help="the CA that signed it (PEM)")
 
     export = leaf(sub, "export", "sessions as CSV or OCPI 2.2.1 CDR JSON")
     export.add_argument("--format", choices=("csv", "ocpi-cdr"), default="csv")
@@ -121,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     from backend import commands  # heavy imports only after argument errors had their chance
 
     try:
+        if args.broker_ca or args.broker_password_file:
+            from backend.mqtt import with_options
+
+            args.broker = with_options(args.broker, args.broker_ca, args.broker_password_file)
         return commands.run(args)
     except (ValueError, OSError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)

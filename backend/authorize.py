@@ -1,8 +1,18 @@
 """Online authorization: answer a charger's auth/req for a token its local list does not know.
 
-Request `{"id", "token"}` on evc/<dev>/auth/req; answer `{"id", "ok", "status", "contract"}` on
-evc/<dev>/auth/res (firmware/uplink/authreq.py). A token the backend does not know is "invalid".
-A prepaid card is accepted online only with a positive balance.
+Request `{"nonce", "token"}` on evc/<dev>/auth/req (the nonce: fresh random per request). The
+answer, on evc/<dev>/auth/res, is a JWS by the backend key (the worker signs what `answer` returns,
+keys.sign_document) of
+
+    {"type": "auth", "dev", "nonce", "token", "ok", "status", "contract", "exp", "allowance", "bal_seq"}
+
+firmware/uplink/authreq.py accepts it only with a good signature, its own device, nonce and token,
+and `exp` (epoch s) still ahead; the device caches the decision until `exp` (billing/authcache.py).
+A token the backend does not know is "invalid". A prepaid card is accepted online only with a
+positive balance; `allowance` is what the session may spend (for now the card's balance as stored
+here; null for postpaid cards), and `bal_seq` the device's stored head: the balance includes its
+records up to that seq, the device subtracts its own later spends (as for list entries).
+Refusals expire sooner than acceptances, so a card unblocked or topped up is asked about again soon.
 """
 from __future__ import annotations
 
@@ -13,32 +23,61 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.models import Card
+from backend import guard
+from backend.models import Card, Device
 
-_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+_TOKEN = re.compile(r"^[0-9a-f]{32}\Z")  # \Z: "$" would let a trailing newline through
+_NONCE = re.compile(r"^[0-9A-Za-z_-]{8,64}\Z")
 MAX_REQUEST_BYTES = 1024
+TTL_S = 24 * 3600  # how long a device may use an acceptance from its cache (serve --auth-ttl)
+REFUSAL_TTL_S = 300  # and a refusal
 
 
-def answer(sessions: sessionmaker[Session], payload: bytes, now: int | None = None) -> dict[str, Any] | None:
-    """The answer to one auth/req payload, or None when the request is malformed (no answer)."""
+def answer(sessions: sessionmaker[Session], payload: bytes, dev: str, now: int | None = None,
+           ttl_s: int = TTL_S) -> dict[str, Any] | None:
+    """The answer document (unsigned) to one auth/req payload of device dev, or None when the
+    request is malformed (no answer)."""
     if len(payload) > MAX_REQUEST_BYTES:
         return None
     try:
-        req = json.loads(payload)
+        req = guard.loads(payload, MAX_REQUEST_BYTES)  # size, UTF-8 and nesting checked before parsing
     except ValueError:
         return None
-    if not isinstance(req, dict) or not isinstance(req.get("id"), str) or not isinstance(req.get("token"), str):
+    if not isinstance(req, dict) or not isinstance(req.get("nonce"), str) or not isinstance(req.get("token"), str):
         return None
-    rid, token = req["id"][:64], req["token"]
-    if not _TOKEN.match(token):
-        return {"id": rid, "ok": False, "status": "invalid"}
+    nonce, token = req["nonce"], req["token"]
+    if not _NONCE.match(nonce) or len(token) > 64:
+        return None
     now = int(time.time()) if now is None else now
+    doc: dict[str, Any] = {"type": "auth", "dev": dev, "nonce": nonce, "token": token, "ok": False,
+                           "status": "invalid", "contract": None, "exp": now + min(ttl_s, REFUSAL_TTL_S),
+                           "allowance": None, "bal_seq": 0}
+    if not _TOKEN.match(token):
+        return doc
     with sessions() as db:
         card = db.get(Card, token)
         if card is None:
-            return {"id": rid, "ok": False, "status": "invalid"}
+            return doc
         status = card.status
         if status == "accepted" and card.exp and now >= card.exp:
             status = "expired"
         ok = status == "accepted" and (card.balance is None or card.balance > 0)
-        return {"id": rid, "ok": ok, "status": status, "contract": card.contract}
+        exp = now + ttl_s if ok else doc["exp"]
+        if ok and card.exp:
+            exp = min(exp, card.exp)  # never cached past the card's own expiry
+        device = db.get(Device, dev)
+        doc.update(ok=ok, status=status, contract=card.contract, exp=exp, allowance=card.balance,
+                   bal_seq=device.head_seq if device is not None and card.balance is not None else 0)
+        return doc
+
+
+def unreadable(payload: bytes) -> str | None:
+    """Why an auth/req payload is not even a request (the worker keeps it as a `bad-auth-req`
+    anomaly), or None. Checked before `answer`, within the same bounds."""
+    try:
+        req = guard.loads(payload, MAX_REQUEST_BYTES)
+    except (ValueError, RecursionError) as exc:
+        return f"not a request: {exc}"
+    if not isinstance(req, dict) or not isinstance(req.get("token"), str):
+        return "not a request: a JSON object with a token expected"
+    return None

@@ -37,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "init":
             keys.init(force=args.force, site_secret=args.site_secret)
             print(f"backend key and site secret written to {keys.folder}")
-        print(json.dumps({"backend_key": keys.public_hex(), "site_secret": keys.site_secret().hex()}, indent=1))
+        keys.site_secret()  # there and readable
+        secret = keys.site_secret().hex() if getattr(args, "show_secrets", False) else \
+            f"(not shown: in {keys.secret_file}, or keys show --show-secrets)"
+        print(json.dumps({"backend_key": keys.public_hex(), "site_secret": secret}, indent=1))
         return 0
+    if args.command == "broker":
+        from backend import broker
+
+        return broker.run(args)
     sessions = open_db(args.db)
     publish = lambda msgs: publish_all(args.broker, msgs)  # noqa: E731
     downlinks = Downlinks(sessions, keys, args.prefix)
@@ -98,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
         with sessions() as db:
             for a in db.scalars(select(Anomaly).order_by(Anomaly.id)):
                 print(f"{export.iso(a.received_at)}\t{a.kind}\t{a.dev}\t{a.seq}\t{a.detail}")
+            # a flood is counted, not stored row by row (backend/ingest.py _anomaly): say how much more came
+            from backend.ingest import SAMPLES_PER_HOUR  # noqa: PLC0415
+            from backend.models import AnomalyCount  # noqa: PLC0415
+
+            for c in db.scalars(select(AnomalyCount).where(AnomalyCount.seen > SAMPLES_PER_HOUR)
+                                .order_by(AnomalyCount.hour, AnomalyCount.source, AnomalyCount.kind)):
+                print(f"{export.iso(c.hour)}\t{c.kind}\t{c.source or '(unregistered)'}\t-\t"
+                      f"{c.seen} in this hour, the first {SAMPLES_PER_HOUR} stored; last on {c.last_topic}")
         return 0
     else:
         raise ValueError(f"unknown command {args.command}")
@@ -123,7 +138,8 @@ def _secret_or_none(keys: Keys) -> bytes | None:
 
 def serve(args: argparse.Namespace, sessions) -> int:
     ingestor = Ingestor(sessions, gap_grace_s=args.gap_grace)
-    worker = Worker(ingestor, args.broker, args.prefix, None if args.no_share else args.group, batch=args.batch)
+    worker = Worker(ingestor, args.broker, args.prefix, None if args.no_share else args.group, batch=args.batch,
+                    key=Keys(args.keys).private_key(), auth_ttl_s=args.auth_ttl)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,13 +1,14 @@
 """The ingest worker: MQTT in, verify and store in one transaction, then acknowledge.
 
 Several workers share the load through an MQTT shared subscription ($share/<group>/<prefix>/+/rec).
-A message is acknowledged to the broker (QoS 1 PUBACK, manual) and to the device ({"seq": N}) only
-after the transaction that stored it has committed. Messages that queue up while a transaction runs
-go into the next one together, which is what keeps the rate up when the database syncs to disk.
+A message is acknowledged to the broker (QoS 1 PUBACK, manual) and to the device (an ack signed by
+the backend key: {"type": "ack", "dev", "seq": N, "hash"}, backend/acks.py) only after the transaction
+that stored it has committed. Messages that queue up while a transaction runs go into the next one
+together, which is what keeps the rate up when the database syncs to disk. Online authorization
+answers (backend/authorize.py) are signed with the same key.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -16,8 +17,9 @@ import time
 
 import paho.mqtt.client as paho
 
-from backend import authorize
+from backend import acks, authorize
 from backend.ingest import Ingestor, Outcome
+from backend.keys import KeyMaterialError, sign_document
 from backend.mqtt import connect, make_client
 
 log = logging.getLogger("backend.worker")
@@ -27,14 +29,18 @@ FAULT_ENV = "EVC_BACKEND_FAULT"  # test hook: "exit-after-store:N" dies after th
 
 class Worker:
     def __init__(self, ingestor: Ingestor, broker: str, prefix: str = "evc", group: str | None = "evc-backend",
-                 batch: int = 64, sweep_s: float = 1.0):
+                 batch: int = 64, sweep_s: float = 1.0, key=None, auth_ttl_s: int = authorize.TTL_S):
         self.ingestor = ingestor
+        self.key = key  # the backend's private key (keys.Keys.private_key()): signs acks and auth answers
+        self.auth_ttl_s = auth_ttl_s
         self.broker = broker
         self.prefix = prefix
         self.group = group
         self.batch = batch
         self.sweep_s = sweep_s
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        # (kind, detail, topic, raw, dev) found on the MQTT thread; run() stores them (Ingestor.note)
+        self.problems: queue.Queue[tuple[str, str, str, bytes, str | None]] = queue.Queue()
         self.subscribed = threading.Event()
         self.stored = 0
         self._fault_after = self._fault()
@@ -71,27 +77,73 @@ class Worker:
         self.subscribed.set()
 
     def _on_message(self, client, _userdata, msg: paho.MQTTMessage) -> None:
-        if msg.topic.endswith("/auth/req"):
-            self._answer_auth(client, msg)  # a driver is waiting at the charger: answer now
-            return
-        self.inbox.put(msg)
+        # Nothing a message holds may stop the MQTT thread (paho ends its loop on a callback's
+        # exception): whatever goes wrong is logged, kept as an anomaly, and the message acked.
+        try:
+            if msg.topic.endswith("/auth/req"):
+                why = authorize.unreadable(msg.payload)
+                if why is not None:  # no answer (as before), but on record, counted like any anomaly
+                    self._note("bad-auth-req", why, msg)
+                    client.ack(msg.mid, msg.qos)
+                    return
+                self._answer_auth(client, msg)  # a driver is waiting at the charger: answer now
+                return
+            self.inbox.put(msg)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("message not handled")
+            self._note("internal-error", f"{type(exc).__name__}: {exc}", msg)
+            client.ack(msg.mid, msg.qos)
+
+    def _note(self, kind: str, detail: str, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # paho raises on a topic that is not UTF-8 (brokers should refuse it)
+            topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
+        parts = topic.split("/")
+        dev = parts[-3] if len(parts) >= 3 and topic.endswith("/auth/req") else None
+        self.problems.put((kind, detail, topic, bytes(msg.payload), dev))
+
+    def _store_problems(self) -> None:
+        found = []
+        while len(found) < 1000:
+            try:
+                found.append(self.problems.get_nowait())
+            except queue.Empty:
+                break
+        if found:
+            self.ingestor.note(found)
+
+    def _handle_safely(self, client: paho.Client, msgs: list[paho.MQTTMessage]) -> None:
+        """_handle, and whatever it raises (the database away: ingest_many raises nothing else) is
+        logged; the messages are acked to the broker all the same (it would stop delivering with
+        its in-flight window full) but not to their devices, which send them again."""
+        try:
+            self._handle(client, msgs)
+        except Exception:  # noqa: BLE001
+            log.exception("%d messages not stored; their devices will send them again", len(msgs))
+            for m in msgs:
+                client.ack(m.mid, m.qos)
+            time.sleep(1)  # a database that is away: do not spin
 
     def _answer_auth(self, client: paho.Client, msg: paho.MQTTMessage) -> None:
+        dev = msg.topic[len(self.prefix) + 1:].split("/", 1)[0]
         try:
-            res = authorize.answer(self.ingestor.sessions, msg.payload)
+            res = authorize.answer(self.ingestor.sessions, msg.payload, dev, ttl_s=self.auth_ttl_s)
+            signed = sign_document(self._key(), res) if res is not None else None
         except Exception:  # a database hiccup must not kill the MQTT thread; the device falls back
             log.exception("auth request failed")
-            res = None
-        if res is not None:
-            dev = msg.topic[len(self.prefix) + 1:].split("/", 1)[0]
-            client.publish(f"{self.prefix}/{dev}/auth/res", json.dumps(res), qos=1)
+            signed = None
+        if signed is not None:
+            client.publish(f"{self.prefix}/{dev}/auth/res", signed, qos=1)
         client.ack(msg.mid, msg.qos)
 
     def run(self, stop: threading.Event) -> None:
+        self._key()  # no key, no acks a device would believe: say so before taking any record
         client = make_client(self.broker, "evc-backend", manual_ack=True)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.suppress_exceptions = True  # a callback's exception is logged, never the end of the loop
         connect(client, self.broker)
         next_sweep = time.monotonic() + self.sweep_s
         try:
@@ -107,9 +159,13 @@ class Worker:
                             msgs.append(self.inbox.get_nowait())
                         except queue.Empty:
                             break
-                    self._handle(client, msgs)
+                    self._handle_safely(client, msgs)
                 if time.monotonic() >= next_sweep:
-                    self.ingestor.sweep_gaps()
+                    try:
+                        self._store_problems()
+                        self.ingestor.sweep_gaps()
+                    except Exception:  # noqa: BLE001 - the database away; the next sweep tries again
+                        log.exception("sweep failed")
                     next_sweep = time.monotonic() + self.sweep_s
         finally:
             client.disconnect()
@@ -121,13 +177,24 @@ class Worker:
         if self._fault_after is not None and self.stored >= self._fault_after:
             log.error("fault injection: exiting after %d stored records, before acknowledging", self.stored)
             os._exit(70)
-        for dev, seq in self._acks(outcomes).items():
-            client.publish(f"{self.prefix}/{dev}/ack", json.dumps({"seq": seq}), qos=1)
+        for topic, payload in self._ack_messages(self._acks(outcomes)):
+            client.publish(topic, payload, qos=1)
         for m in msgs:
             client.ack(m.mid, m.qos)
         for o in outcomes:
-            if o.kind != "stored":
+            if o.kind != "stored" and not o.quiet:
                 log.info("%s dev=%s seq=%s %s", o.kind, o.dev, o.seq, o.detail)
+
+    def _key(self):
+        if self.key is None:
+            raise KeyMaterialError("the worker signs acks and authorization answers: give it the backend key")
+        return self.key
+
+    def _ack_messages(self, heads: dict[str, int]) -> list[tuple[str, str]]:
+        """The signed ack for each device's head: seq and the stored payload hash of that record."""
+        key = self._key()
+        found = acks.hashes(self.ingestor.sessions, heads)
+        return [(f"{self.prefix}/{dev}/ack", acks.sign(key, dev, seq, found[dev])) for dev, seq in heads.items() if dev in found]
 
     @staticmethod
     def _acks(outcomes: list[Outcome]) -> dict[str, int]:

@@ -58,7 +58,11 @@ def _drain_to_reference_backend(broker: Broker, window: int, records: int, delay
         pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
         db = str(Path(tmp) / "backend.db")
-        env = {**os.environ, "EVC_DB": db}
+        from backend.keys import Keys
+
+        keys = Keys(Path(tmp) / "backend-keys")  # serve signs its acks: the device pins this key
+        keys.init()
+        env = {**os.environ, "EVC_DB": db, "EVC_BACKEND_KEYS": str(keys.folder)}
         subprocess.run([sys.executable, "-m", "backend", "device", "add", dev, "--pubkey", str(pem)], env=env,
                        check=True, capture_output=True)
         serve = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--broker", broker.url], env=env,
@@ -67,7 +71,8 @@ def _drain_to_reference_backend(broker: Broker, window: int, records: int, delay
         try:
             time.sleep(1.5)  # the backend subscribes
             spec = {"dev": dev, "store": "journal", "records": records, "prefill": records, "priv": "%064x" %
-                    key.private_numbers().private_value, "flash_kb": 32768, "heap": "128m", "timing": True,
+                    key.private_numbers().private_value, "backend_key": keys.public_hex(),
+                    "flash_kb": 32768, "heap": "128m", "timing": True,
                     "deadline_ms": 900_000, "uplink": uplink_cfg(proxy.url if proxy else broker.url, window=window,
                                                                  keepalive_s=30, resend_s=60)}
             res = DeviceRun(spec).start().result(timeout=1500)

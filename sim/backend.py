@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,8 +23,33 @@ class BackendProcess:
         share = [] if shares_subscriptions() else ["--no-share"]  # one worker needs no $share on amqtt
         self.cmd = [sys.executable, "-m", "backend", "serve", "--broker", broker_url, "--db", db, *share, *(extra or [])]
         self.env = {**os.environ, **(env or {})}
+        if "--keys" in (extra or []):
+            self.keys_folder = extra[extra.index("--keys") + 1]  # type: ignore[index]
+        elif "EVC_BACKEND_KEYS" in (env or {}):
+            self.keys_folder = env["EVC_BACKEND_KEYS"]  # type: ignore[index]
+        else:
+            # serve signs acks and auth answers: a key pair of the database's own (workers on one
+            # database share it), beside a SQLite file or in the temp folder for a server URL
+            import hashlib
+
+            from backend.keys import Keys
+
+            folder = (Path(db).parent / "backend-keys" if "://" not in db else
+                      Path(tempfile.gettempdir()) / f"evc-keys-{hashlib.sha256(db.encode()).hexdigest()[:12]}")
+            keys = Keys(folder)
+            if not keys.key_file.exists():
+                keys.init()
+            self.keys_folder = str(folder)
+        self.env["EVC_BACKEND_KEYS"] = self.keys_folder
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+
+    @property
+    def keys(self):
+        """The backend's key pair (backend.keys.Keys): its public half verifies acks and auth answers."""
+        from backend.keys import Keys
+
+        return Keys(self.keys_folder)
 
     def start(self, timeout: float = 30) -> "BackendProcess":
         self.lines = []

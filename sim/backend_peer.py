@@ -1,15 +1,19 @@
 """A minimal backend for uplink tests (paho-mqtt): stores records by (dev, seq), acks cumulatively.
 
-Not the reference backend (backend/): it does not verify signatures. It reads seq from the JWS
-payload and, like the reference backend, stores each (dev, seq) once and in seq order: a record
+Not the reference backend (backend/): it does not verify record signatures. It reads seq from the
+JWS payload and, like the reference backend, stores each (dev, seq) once and in seq order: a record
 that arrives ahead of a gap (the peer was offline while the device sent) waits until the gap
-closes. It acks the highest stored seq. It can misbehave on purpose (late, duplicated, out-of-order, bogus acks), answer
-online authorization requests, sign and publish downlink documents (ES256 with `cryptography`),
-and collects status messages and events.
+closes. It acks the highest stored seq with a signed ack ({"type": "ack", "dev", "seq", "hash"},
+ES256 by its Signer: the key the device must pin as backend_key; default_signer() unless told).
+It can misbehave on purpose (late, duplicated, out-of-order, bogus, held acks), answer online
+authorization requests (signed answers carrying the request's nonce, or raw payloads a test
+forges), sign and publish downlink documents (ES256 with `cryptography`), and collects status
+messages and events.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import socket
@@ -55,6 +59,23 @@ class Signer:
         return signing_input + b"." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
+_DEFAULT: Signer | None = None
+
+
+def default_signer() -> Signer:
+    """The backend key of this test process: what BackendPeer signs with and sim.uplink.DeviceRun
+    pins unless a test gives its own."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Signer()
+    return _DEFAULT
+
+
+def payload_hash(jws: bytes) -> str:
+    """SHA-256 (hex) of a JWS's payload bytes: what a signed ack names."""
+    return hashlib.sha256(b64url_decode(jws.split(b".")[1])).hexdigest()
+
+
 @dataclass
 class AckFaults:
     """How the peer misbehaves when acknowledging."""
@@ -62,16 +83,23 @@ class AckFaults:
     delay_s: float = 0.0  # every ack waits this long
     duplicate: bool = False  # every ack is sent twice
     reorder: bool = False  # after each ack, also an older one
-    bogus: bool = False  # now and then: an ack for a seq far beyond anything sent, and garbage
+    bogus: bool = False  # now and then: acks for a seq far beyond anything sent, with a wrong hash, unsigned, garbage
     every: int = 1  # ack only every n-th stored record (and when idle)
+    hold: bool = False  # acks wait until release_acks()
 
 
 class BackendPeer:
     def __init__(self, host: str, port: int, prefix: str = "evc", faults: AckFaults | None = None,
-                 auth: Callable[[str], dict | None] | None = None):
+                 auth: Callable[[str], dict | None] | None = None, signer: Signer | None = None,
+                 auth_raw: Callable[[str, dict], list[bytes]] | None = None, auth_ttl_s: int = 300):
         self.host, self.port, self.prefix = host, port, prefix
         self.faults = faults or AckFaults()
-        self.auth = auth
+        self.auth = auth  # token -> answer fields ({"ok", "contract", "allowance", ...}) or None (silence)
+        self.auth_raw = auth_raw  # (dev, request) -> payloads published as they are (forgeries)
+        self.auth_ttl_s = auth_ttl_s
+        self.signer = signer or default_signer()
+        self.sent_acks: list[tuple[str, bytes]] = []  # (dev, payload) as published
+        self.hashes: dict[tuple[str, int], str] = {}
         self.records: dict[tuple[str, int], bytes] = {}
         self.order: dict[str, list[int]] = defaultdict(list)
         self.received = 0
@@ -149,10 +177,13 @@ class BackendPeer:
             req = json.loads(msg.payload)
             with self._lock:
                 self.auth_requests.append(req)
+            if self.auth_raw is not None:
+                for raw in self.auth_raw(dev, req):
+                    client.publish(f"{self.prefix}/{dev}/auth/res", raw, qos=1)
+                return
             answer = self.auth(req["token"]) if self.auth else None
             if answer is not None:
-                answer = {"id": req["id"], **answer}
-                client.publish(f"{self.prefix}/{dev}/auth/res", json.dumps(answer), qos=1)
+                client.publish(f"{self.prefix}/{dev}/auth/res", self.auth_answer(dev, req, **answer), qos=1)
 
     def _on_record(self, dev: str, payload: bytes) -> None:
         body = json.loads(b64url_decode(payload.split(b".")[1]))
@@ -163,6 +194,7 @@ class BackendPeer:
                 self.duplicates += 1
             else:
                 self.records[(dev, seq)] = payload
+                self.hashes[(dev, seq)] = payload_hash(payload)
                 if seq != self._head[dev] + 1:
                     self.ahead += 1
             head = self._head[dev]
@@ -176,16 +208,33 @@ class BackendPeer:
             self._since_ack[dev] = 0
             self._queue_ack(dev, head)
 
+    def ack(self, dev: str, seq: int, hash_: str | None = None, signer: Signer | None = None) -> bytes:
+        """A signed ack of dev's record seq (hash: the stored one unless given)."""
+        doc = {"type": "ack", "dev": dev, "seq": seq, "hash": hash_ if hash_ is not None else self.hashes[(dev, seq)]}
+        return (signer or self.signer).sign(doc)
+
+    def auth_answer(self, dev: str, req: dict, signer: Signer | None = None, **fields) -> bytes:
+        """A signed answer to the request req of dev; fields override what it says."""
+        doc = {"type": "auth", "dev": dev, "nonce": req.get("nonce"), "token": req.get("token"), "ok": False,
+               "status": "invalid", "contract": None, "exp": int(time.time()) + self.auth_ttl_s,
+               "allowance": None, "bal_seq": 0}
+        doc.update(fields)
+        return (signer or self.signer).sign(doc)
+
+    def release_acks(self) -> None:
+        self.faults.hold = False
+
     def _queue_ack(self, dev: str, head: int) -> None:
         f = self.faults
         due = time.monotonic() + f.delay_s
-        out = [json.dumps({"seq": head}).encode()]
+        out = [self.ack(dev, head)]
         if f.duplicate:
             out.append(out[0])
         if f.reorder and head > 3:
-            out.append(json.dumps({"seq": head - self._rng.randint(1, 3)}).encode())
+            out.append(self.ack(dev, head - self._rng.randint(1, 3)))
         if f.bogus and self._rng.random() < 0.1:
-            out += [json.dumps({"seq": head + 1_000_000}).encode(), b"not json", b'{"seq": "7"}', b"[1]", b'{"seq": -1}']
+            out += [self.ack(dev, head + 1_000_000, "0" * 64), self.ack(dev, head, "0" * 64), b"not json",
+                    b'{"seq": "7"}', b"[1]", b'{"seq": -1}', json.dumps({"seq": head}).encode()]
         for payload in out:
             self._acks.append((due, dev, payload))
 
@@ -194,8 +243,8 @@ class BackendPeer:
         while not self._stop.is_set():
             now = time.monotonic()
             with self._lock:
-                due = [a for a in self._acks if a[0] <= now]
-                self._acks = [a for a in self._acks if a[0] > now]
+                due = [a for a in self._acks if a[0] <= now] if not self.faults.hold else []
+                self._acks = [a for a in self._acks if a not in due]
                 if not due and self.faults.every > 1 and now - idle_since > 0.2:
                     for dev, n in self._since_ack.items():  # flush batched acks when the stream pauses
                         if n:
@@ -204,6 +253,7 @@ class BackendPeer:
                     idle_since = now
             for _, dev, payload in due:
                 self.client.publish(f"{self.prefix}/{dev}/ack", payload, qos=1)
+                self.sent_acks.append((dev, payload))
                 idle_since = now
             time.sleep(0.005)
 

@@ -81,12 +81,15 @@ class ChargerLink:
     """Publishes records at QoS 1 as a charger would and tracks the backend's cumulative acks;
     `resend_unacked()` is what the firmware does after every reconnect."""
 
-    def __init__(self, broker_url: str, dev: str, records: list[str], prefix: str = "evc"):
+    def __init__(self, broker_url: str, dev: str, records: list[str], prefix: str = "evc", backend_key: str | None = None):
         from backend.mqtt import connect, make_client
 
         self.dev, self.records, self.prefix = dev, records, prefix
+        self.backend_key = backend_key  # hex SPKI DER, as a device pins it
         self.acked = 0
         self.acks: list[int] = []
+        self.ack_docs: list[dict] = []
+        self.bad_acks: list[bytes] = []
         self._cond = threading.Condition()
         self.client = make_client(broker_url, f"test-{dev}")
         self.client.on_message = self._on_message
@@ -95,11 +98,32 @@ class ChargerLink:
         time.sleep(0.2)  # SUBACK before the first record
 
     def _on_message(self, _c, _u, msg) -> None:
-        seq = json.loads(msg.payload)["seq"]
+        # a signed ack (JWS of {"type": "ack", "dev", "seq", "hash"}); a plain {"seq": N} is taken too
+        # (the benchmark's unsigned baseline). With backend_key set only a genuine ack for this
+        # device with the right record hash counts; the others land in bad_acks.
+        raw = msg.payload
+        doc = json.loads(raw) if raw.startswith(b"{") else json.loads(payload(raw.decode()))
+        if self.backend_key is not None and not self._genuine(raw, doc):
+            with self._cond:
+                self.bad_acks.append(raw)
+            return
+        seq = doc["seq"]
         with self._cond:
+            self.ack_docs.append(doc)
             self.acks.append(seq)
             self.acked = max(self.acked, seq)
             self._cond.notify_all()
+
+    def _genuine(self, raw: bytes, doc: dict) -> bool:
+        from evc.verify import VerifyError, verify_jws
+
+        try:
+            verify_jws(raw, self.backend_key)
+        except VerifyError:
+            return False
+        seq = doc.get("seq")
+        return (doc.get("type") == "ack" and doc.get("dev") == self.dev and isinstance(seq, int)
+                and 1 <= seq <= len(self.records) and doc.get("hash") == payload_hash(self.records[seq - 1]))
 
     def send(self, seqs) -> None:
         for s in seqs:

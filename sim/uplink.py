@@ -15,6 +15,10 @@ from sim import mpy
 
 class DeviceRun:
     def __init__(self, spec: dict, heap: str | None = None):
+        if spec.get("backend_key") is None:  # acks and auth answers are signed: pin the test backend's key
+            from sim.backend_peer import default_signer
+
+            spec = {**spec, "backend_key": default_signer().spki_hex}
         self.spec = spec
         self.heap = heap or spec.get("heap", "2m")
         self.results: list[dict] = []
@@ -53,6 +57,19 @@ class DeviceRun:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"device did not reach {acked} acks\n{self.log()}")
+                self._cond.wait(left)
+
+    def wait_report(self, pred, timeout: float = 30) -> dict:
+        """The first {"report": {...}} line (spec report_ms) for which pred(report) holds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for r in self.results:
+                    if "report" in r and pred(r["report"]):
+                        return r["report"]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no report matched\n{self.log()}")
                 self._cond.wait(left)
 
     def result(self, timeout: float = 120) -> dict:

@@ -1,9 +1,12 @@
 # Who may charge: the decision for a tapped token.
 #
 # Order: master cards; the local list (blocked, expired and invalid entries always reject;
-# prepaid cards need at least auth.prepaid_min available); the cache of online answers; then
-# the policy for unknown tokens: reject, ask the backend (with a deadline, falling back to the
-# offline rule when it does not answer), or accept offline under an energy/cost cap.
+# prepaid cards need at least auth.prepaid_min available); the cache of the backend's signed
+# online answers (until their expiry, judged with the device clock: not used while the time is
+# unknown), with the contract and prepaid allowance they carried; then the policy for unknown
+# tokens: reject, ask the backend (with a deadline, falling back to the offline rule when it does
+# not answer), or accept offline under an energy/cost cap.
+from billing.authlist import STATUSES, Entry
 
 
 class Decision:
@@ -32,7 +35,7 @@ class Authorizer:
         self.cache = cache
         self.ledger = ledger
         self.cfg = auth_cfg
-        self.ask_backend = ask_backend  # async (token) -> {"ok", "status"?, "contract"?} or None (no answer)
+        self.ask_backend = ask_backend  # async (token) -> the verified answer dict (uplink/authreq.py) or None
 
     def is_master(self, token):
         return token in self.cfg["master_tokens"]
@@ -43,40 +46,58 @@ class Authorizer:
             return reject("offline-not-allowed")
         return Decision(True, "offline", cap_wh=cap_wh, cap_cost=cap_cost)
 
+    def _entry(self, entry, how, time_known, now):
+        # a list entry or a cached/online decision (authlist.Entry) -> Decision
+        if entry.status != "accepted":
+            return reject(entry.status)
+        if entry.expiry and time_known and now >= entry.expiry:
+            return reject("expired")
+        available = None
+        if entry.balance is not None:
+            available = entry.balance - self.ledger.spent_since(entry.token, entry.bal_seq)
+            if available < max(1, self.cfg["prepaid_min"]):
+                return reject("balance")
+        return Decision(True, how, contract=entry.contract, available=available)
+
     async def decide(self, token, now, time_known=True):
         if self.is_master(token):
             return Decision(True, "master")
         entry = self.list.lookup(token)
         if entry is not None:
-            if entry.status != "accepted":
-                return reject(entry.status)
-            if entry.expiry and time_known and now >= entry.expiry:
-                return reject("expired")
-            available = None
-            if entry.balance is not None:
-                available = entry.balance - self.ledger.spent_since(token, entry.bal_seq)
-                if available < max(1, self.cfg["prepaid_min"]):
-                    return reject("balance")
-            return Decision(True, "list", contract=entry.contract, available=available)
-        cached = self.cache.lookup(token)
-        if cached is not None:
-            return Decision(True, "cache") if cached == "accepted" else reject(cached)
+            return self._entry(entry, "list", time_known, now)
+        if time_known:  # a cached decision expires by the device clock: with the time unknown it is not used
+            cached = self.cache.lookup(token, now)
+            if cached is not None:
+                return self._entry(cached, "cache", time_known, now)
         policy = self.cfg["unknown"]
         if policy == "online":
             if self.ask_backend is None:
                 return self._offline()  # no uplink configured: the same as a backend that never answers
             answer = await self.ask_backend(token)
             if answer is not None:
-                # the backend answers {"ok": bool} and may say why ("status") and the contract
-                status = answer.get("status")
-                if status not in ("accepted", "blocked", "expired", "invalid"):
-                    status = "accepted" if answer.get("ok") is True else "invalid"
-                self.cache.put(token, status, now)
-                if status == "accepted":
-                    contract = answer.get("contract")
-                    return Decision(True, "online", contract=contract if isinstance(contract, str) else None)
-                return reject(status)
+                return self._online(token, answer, now if time_known else None)
             return self._offline()  # the backend did not answer in time
         if policy == "offline":
             return self._offline()
         return reject("unknown")
+
+    def _online(self, token, answer, now):
+        """The backend's verified answer (uplink/authreq.py checked signature, nonce, token and
+        expiry): {"ok", "status", "contract", "exp", "allowance", "bal_seq"}; cached until exp."""
+        ok = answer.get("ok") is True
+        status = answer.get("status")
+        if status not in STATUSES:
+            status = "accepted" if ok else "invalid"
+        allowance = answer.get("allowance")
+        if status == "accepted" and not ok and allowance is None:
+            status = "invalid"  # refused without saying why: not a balance this device can track
+        contract = answer.get("contract")
+        entry = Entry(token, status, 0, contract if isinstance(contract, str) else None, allowance,
+                      answer.get("bal_seq", 0))
+        try:
+            self.cache.put(token, status, answer["exp"], entry.contract, allowance, entry.bal_seq, now)
+        except (ValueError, OSError) as exc:  # e.g. a contract id longer than a slot holds: decide, do not cache
+            from app import log
+
+            log.warn("auth", "online answer not cached: %s" % (exc,))
+        return self._entry(entry, "online", False, now)

@@ -293,6 +293,29 @@ class Journal:
     def acked_seq(self):
         return self._acked
 
+    def digest(self, seq):
+        """SHA-256 digest (32 bytes) of record seq's payload, or None when the journal lacks it.
+
+        Read from the REC entry's key (digest + session id), which the header CRC covers: right
+        even when the record's body is damaged. The last record's comes from RAM; an older one
+        costs a walk over the headers of the segment holding it (no bodies are read)."""
+        if not isinstance(seq, int) or seq <= self._acked or seq >= self._next:
+            return None
+        if self._broken:
+            self.recover()
+        if seq == self._next - 1 and len(self._prev) == 32:
+            return self._prev
+        segs = self._segs
+        i = len(segs) - 1
+        while i > 0 and segs[i][1] > seq:
+            i -= 1
+        seg = segs[i]
+        with open(self._seg_path(seg), "rb") as f:
+            for _, _, kind, s, key in frame.Reader(f, seg[2]):
+                if kind == frame.REC and s >= seq:
+                    return key[:32] if s == seq and len(key) >= 32 else None
+        return None
+
     def ack(self, seq):
         """Cumulative acknowledgement: every record up to `seq` is stored by the backend.
 

@@ -118,9 +118,9 @@ class Uplink:
                                                       "tariff", "authlist", "cmd")}
         self._subs = [self._t[k] for k in ("ack", "auth/res", "tariff", "authlist", "cmd")]
         self._kind = {self._t[k]: k for k in ("ack", "auth/res", "tariff", "authlist", "cmd")}
-        self.forwarder = Forwarder(store, ucfg["window"], ucfg["resend_s"] * 1000)
+        self.forwarder = Forwarder(store, ucfg["window"], ucfg["resend_s"] * 1000, dev)
         self.events = _status.Events()
-        self.auth = AuthRequests()
+        self.auth = AuthRequests(dev)
         if verify is None:
             try:
                 verify = backend_verifier(cfg.get("backend_key"))
@@ -130,6 +130,7 @@ class Uplink:
 
                 def verify(compact):
                     raise ValueError(msg)
+        self.forwarder.verify = self.auth.verify = verify  # acks and auth answers: the same pinned key
         self.downlink = Downlink(dev, verify, state_dir + "/uplink.json",
                                  on_tariff or _refuse, on_authlist or _refuse, on_command or _refuse,
                                  self.events.add, _stage_dir(state_dir), ucfg["max_doc_bytes"])
@@ -164,7 +165,7 @@ class Uplink:
         self._wake.set()
 
     async def authorize(self, token, timeout_ms=None):
-        """Ask the backend about token; its answer dict ({"ok": bool, ...}) or None (offline/no answer)."""
+        """Ask the backend about token; its signed answer, verified ({"ok": bool, ...}), or None (offline/no answer)."""
         if not self.online:
             return None
         return await self.auth.ask(self.conn.publish, self._t["auth/req"], token,
@@ -225,7 +226,7 @@ class Uplink:
                     await conn.flush()
                 if not self._wake.is_set():
                     try:
-                        await asyncio.wait_for_ms(self._wake.wait(), _IDLE_WAIT_MS)
+                        await asyncio.wait_for_ms(self._wake.wait(), self.forwarder.wait_ms(_IDLE_WAIT_MS))
                     except asyncio.TimeoutError:
                         pass
         finally:

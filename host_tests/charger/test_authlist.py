@@ -278,23 +278,96 @@ emit({{"done": done, "count": led.count, "available": e.balance - led.spent_sinc
     assert got == {"done": [True], "count": 20, "available": 9000 - 200}
 
 
-def test_cache_evicts_invalid_first_then_oldest_and_survives_reboot(run):
+def test_cache_evicts_expired_then_refused_then_first_to_expire_and_survives_reboot(run):
     got = run(
         f"""
 c = AuthCache(ROOT + "/cache.bin", size=3)
-c.put("{tok(1)}", "accepted", 100)
-c.put("{tok(2)}", "blocked", 200)
-c.put("{tok(3)}", "accepted", 300)
-c.put("{tok(4)}", "accepted", 400)     # full: the blocked one goes
-r1 = [c.lookup(tok(i)) for i in (1, 2, 3, 4)]
-c.put("{tok(5)}", "accepted", 500)     # all accepted: the oldest goes
+c.put("{tok(1)}", "accepted", 1100, now=1000)
+c.put("{tok(2)}", "blocked", 1200, now=1000)
+c.put("{tok(3)}", "accepted", 1300, now=1000)
+c.put("{tok(4)}", "accepted", 1400, now=1000)     # full: the refused one goes
+r1 = [c.lookup(tok(i), 1000) and c.lookup(tok(i), 1000).status for i in (1, 2, 3, 4)]
+c.put("{tok(5)}", "accepted", 1500, now=1000)     # all accepted: the first to expire goes
 c = AuthCache(ROOT + "/cache.bin", size=3)
-r2 = [c.lookup(tok(i)) for i in (1, 2, 3, 4, 5)]
-emit([r1, r2])
+r2 = [c.lookup(tok(i), 1000) and c.lookup(tok(i), 1000).status for i in (1, 2, 3, 4, 5)]
+c.put("{tok(6)}", "accepted", 2000, now=1450)     # tok(3) and tok(4) have expired: one of them goes
+r3 = [c.lookup(tok(i), 1450) is not None for i in (3, 4, 5, 6)]
+emit([r1, r2, r3, c.lookup(tok(5), 1499).status, c.lookup(tok(5), 1500), c.lookup(tok(5), None)])
 """
     ).value
     assert got[0] == ["accepted", None, "accepted", "accepted"]
     assert got[1] == [None, None, "accepted", "accepted", "accepted"]
+    assert got[2] == [False, False, True, True]
+    assert got[3:] == ["accepted", None, None]  # expired at its exp; with the time unknown: not used
+
+
+def test_cache_keeps_contract_and_prepaid_allowance_in_fixed_slots(run):
+    got = run(
+        f"""
+c = AuthCache(ROOT + "/cache.bin", size=4)
+c.put("{tok(1)}", "accepted", 5000, "FLEET-" + "x" * 26, 1234, 77, now=1000)  # a 32-byte contract id
+c.put("{tok(2)}", "accepted", 5000, None, None, 0, now=1000)
+bad = [err(c.put, "{tok(3)}", "accepted", 5000, "y" * 33), err(c.put, "{tok(3)}", "maybe", 5000)]
+c = AuthCache(ROOT + "/cache.bin", size=4)
+e1, e2 = c.lookup(tok(1), 4999), c.lookup(tok(2), 4999)
+emit([e1.to_dict(), e2.to_dict(), bad, os.stat(ROOT + "/cache.bin")[6]])
+"""
+    ).value
+    assert got[0] == {"token": tok(1), "status": "accepted", "exp": 5000, "contract": "FLEET-" + "x" * 26,
+                      "balance": 1234, "bal_seq": 77}
+    assert got[1] == {"token": tok(2), "status": "accepted", "exp": 5000, "contract": None, "balance": None,
+                      "bal_seq": 0}
+    assert all(got[2]) and got[3] == 4 * 64  # a fixed 64-byte slot per entry
+
+
+def test_cached_online_decision_keeps_contract_and_prepaid_amount_and_expires(run):
+    """The Authorizer with the backend's (already verified) answers: the cache gives the contract and
+    the prepaid allowance less this device's later spends until exp; with the time unknown, or at
+    exp, the backend is asked again."""
+    got = run(
+        f"""
+import asyncio
+from billing.authorize import Authorizer
+cfg = {{"master_tokens": [], "prepaid_min": 100, "unknown": "online", "offline_max_wh": 0, "offline_max_cost": 0}}
+answers = {{
+    "{tok(1)}": {{"ok": True, "status": "accepted", "contract": "FLEET", "exp": 2000, "allowance": 900, "bal_seq": 4}},
+    "{tok(2)}": {{"ok": True, "status": "accepted", "contract": "C2", "exp": 2000, "allowance": None, "bal_seq": 0}},
+    "{tok(3)}": {{"ok": False, "status": "blocked", "contract": None, "exp": 1300, "allowance": None, "bal_seq": 0}},
+    "{tok(4)}": {{"ok": False, "status": "accepted", "contract": None, "exp": 1300, "allowance": 0, "bal_seq": 0}},
+}}
+asked = []
+async def ask(token):
+    asked.append(token)
+    return answers.get(token)
+led = Ledger(ROOT + "/spent.bin")
+a = Authorizer(AuthList(ROOT + "/al"), AuthCache(ROOT + "/cache.bin", 8), led, cfg, ask)
+def d(t, now, known=True):
+    x = asyncio.run(a.decide(t, now, known))
+    return [x.ok, x.how, x.reason, x.contract, x.available, len(asked)]
+out = [d(tok(1), 1000)]
+led.record(tok(1), 5, 300)            # a session of this card on this device after bal_seq 4
+out.append(d(tok(1), 1500))           # from the cache: contract kept, 900 - 300 left
+out.append(d(tok(1), 1500, False))    # time unknown: the cache is not used, the backend is asked
+a.cache = AuthCache(ROOT + "/cache.bin", 8)   # a reboot
+out.append(d(tok(1), 1999))
+led.record(tok(1), 6, 550)            # 50 left: under prepaid_min
+out.append(d(tok(1), 1999))
+del answers[tok(1)]
+out.append(d(tok(1), 2000))           # expired: asked again, no answer, offline not allowed
+out += [d(tok(2), 1000), d(tok(2), 1999), d(tok(3), 1000), d(tok(3), 1200), d(tok(3), 1300), d(tok(4), 1000), d(tok(4), 1200)]
+emit(out)
+"""
+    ).value
+    assert got[0] == [True, "online", None, "FLEET", 900, 1]
+    assert got[1] == [True, "cache", None, "FLEET", 600, 1]
+    assert got[2] == [True, "online", None, "FLEET", 600, 2]
+    assert got[3] == [True, "cache", None, "FLEET", 600, 2]
+    assert got[4] == [False, None, "balance", None, None, 2]
+    assert got[5] == [False, None, "offline-not-allowed", None, None, 3]
+    assert got[6] == [True, "online", None, "C2", None, 4] and got[7] == [True, "cache", None, "C2", None, 4]
+    assert got[8] == [False, None, "blocked", None, None, 5] and got[9] == [False, None, "blocked", None, None, 5]
+    assert got[10] == [False, None, "blocked", None, None, 6]  # the refusal expired: asked again
+    assert got[11] == [False, None, "balance", None, None, 7] and got[12] == [False, None, "balance", None, None, 7]
 
 
 def test_prepaid_ledger(run):
@@ -317,9 +390,9 @@ def test_cache_lookup_across_many_chunks(run):
         """
 c = AuthCache(ROOT + "/cache.bin", size=100)
 for i in range(90):
-    c.put(tok(i), "accepted" if i % 3 else "blocked", 1000 + i)
-emit([c.lookup(tok(i)) for i in range(95)])
+    c.put(tok(i), "accepted" if i % 3 else "blocked", 2000 + i, "C%d" % i, now=1000)
+emit([[e.status, e.contract, e.expiry] if e else None for e in [c.lookup(tok(i), 1000) for i in range(95)]])
 """
     ).value
-    assert got[:90] == [("accepted" if i % 3 else "blocked") for i in range(90)]
+    assert got[:90] == [[("accepted" if i % 3 else "blocked"), "C%d" % i, 2000 + i] for i in range(90)]
     assert got[90:] == [None] * 5

@@ -153,8 +153,9 @@ def _stored(sessions, seq: int, timeout: float = 20) -> str | None:
 
 def test_online_policy_asks_the_backend_then_falls_back_offline(charger, broker, tmp_path):
     """Policy "online" with the reference backend answering over a real broker: a card the charger
-    does not know is authorized by the backend (auth "online", its contract) or refused as the
-    backend says; with the broker gone the offline rule (the cap) applies."""
+    does not know is authorized by the backend (auth "online", its contract: a signed answer) or
+    refused as the backend says; with the broker gone the cached answer still gives the contract
+    (auth "cache") and an unknown card gets the offline rule (the cap)."""
     cap_wh = 300
     c = charger(broker=broker.url, config={"auth": {"unknown": "online", "offline_max_wh": cap_wh,
                                                     "offline_max_cost": 0}})
@@ -184,6 +185,9 @@ def test_online_policy_asks_the_backend_then_falls_back_offline(charger, broker,
         c.wait_for(r"status: .* seq=1 pending=0 ", start=c.mark())  # and the device has its ack
         broker.stop()  # the network is gone: no answer can come
         c.wait_for(r"uplink: offline", start=c.mark())
+        c.tap(FRIEND, r"session: started \S+ auth=cache ")  # the backend's signed answer, cached until its exp
+        time.sleep(0.5)
+        c.tap(FRIEND, RECORD)
         at = c.mark()
         c.tap(bytes.fromhex("04999999999999"), rf"{STARTED}\S+ auth=offline ")  # unknown to all
         c.wait_for(RECORD, timeout=20, start=at)
@@ -197,7 +201,8 @@ def test_online_policy_asks_the_backend_then_falls_back_offline(charger, broker,
     assert f["seq"] == 1 and f["token"] == token(FRIEND), dump([online])
     assert f["auth"] == "online" and f["contract"] == "FLEET" and f["stop"]["reason"] == "card"
     assert f["energy_wh"] > 0
-    (offline,) = c.records(after=online)  # still in the journal: no broker to send it to
+    cached, offline = c.records(after=online)  # still in the journal: no broker to send them to
+    assert cached.fields["auth"] == "cache" and cached.fields["contract"] == "FLEET", dump([cached])
     g = offline.fields
     assert g["auth"] == "offline" and g["contract"] is None and g["stop"]["reason"] == "limit", dump([offline])
     assert cap_wh <= g["energy_wh"] <= cap_wh + 40

@@ -19,7 +19,8 @@ def test_authorize_answers_and_deadline_and_events(broker):
     assert res["auth"][0]["ok"] is True and res["auth"][0]["contract"] == "C-1"
     assert res["auth"][1] is None  # no answer within online_timeout_ms (2 s here)
     assert [r["token"] for r in peer.auth_requests] == [KNOWN, SILENT]
-    assert len({r["id"] for r in peer.auth_requests}) == 2
+    nonces = [r["nonce"] for r in peer.auth_requests]  # fresh random per request: 64 bits in hex
+    assert len(set(nonces)) == 2 and all(len(n) == 16 and int(n, 16) >= 0 for n in nonces)
     evt = next(e for e in peer.events if e.get("evt") == "card-rejected")
     assert evt["detail"] == "test" and isinstance(evt["t"], int) and evt["tq"] in "SIU"
     final = [s for s in peer.status_log if s.get("online")][-1]

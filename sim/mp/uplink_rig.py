@@ -13,16 +13,21 @@ from hal import clock
 from hosttest import emit
 
 
-def fake_record(dev, seq, size):
-    # Shaped like the real thing (a compact JWS of a JSON record) without the cost of signing:
-    # the backend peer in these tests reads seq from the payload and does not verify.
-    from crypto import b64url
-
+def fake_payload(dev, seq, size):
     body = {"v": 1, "dev": dev, "seq": seq, "pad": ""}
     base = len(json.dumps(body))
     body["pad"] = "x" * max(0, (size * 3) // 4 - base - 120)
+    return json.dumps(body).encode()
+
+
+def fake_record(dev, seq, size, payload=None):
+    # Shaped like the real thing (a compact JWS of a JSON record) without the cost of signing:
+    # the backend peer in these tests reads seq from the payload and does not verify. Its signed
+    # ack names the SHA-256 of the payload, which the store keeps (digest()).
+    from crypto import b64url
+
     head = b64url.encode(b'{"alg":"ES256","kid":"' + dev.encode() + b'"}')
-    return head + b"." + b64url.encode(json.dumps(body).encode()) + b"." + b"A" * 86
+    return head + b"." + b64url.encode(payload or fake_payload(dev, seq, size)) + b"." + b"A" * 86
 
 
 class RamStore:
@@ -58,6 +63,13 @@ class RamStore:
 
     def next_seq(self):
         return self._next
+
+    def digest(self, seq):
+        import hashlib
+
+        if not self._acked < seq < self._next:
+            return None
+        return hashlib.sha256(fake_payload(self.dev, seq, self.size)).digest()
 
     def usage(self):
         return {"records": self._next - 1 - self._acked}
@@ -129,11 +141,11 @@ def commit(store, dev, size):
         payload, signed = real_record(store, dev, seq)
         store.commit_record(seq, payload, signed)
         return seq
-    signed = fake_record(dev, seq, size)
     if isinstance(store, RamStore):
         store.append()
     else:
-        store.commit_record(seq, ('{"seq":%d}' % seq).encode(), signed)
+        payload = fake_payload(dev, seq, size)
+        store.commit_record(seq, payload, fake_record(dev, seq, size, payload))
     return seq
 
 
@@ -168,7 +180,8 @@ def stats(up, store, lag, t0):
     f = up.forwarder
     return {
         "acked": store.acked_seq(), "next": store.next_seq(), "sent": f.sent, "resent": f.resent,
-        "acks_ignored": f.acks_ignored, "connects": up.connects, "max_lag_ms": lag.max_ms,
+        "acks_ignored": f.acks_ignored, "acks_verified": f.acks_verified, "auth_rejected": up.auth.rejected,
+        "connects": up.connects, "max_lag_ms": lag.max_ms,
         "lag_over_100": lag.over_100, "lag_samples": lag.samples,
         "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0),
         "ack_regress": getattr(store, "ack_regress", 0), "online": up.online, "store": type(store).__name__,
@@ -215,6 +228,8 @@ async def drive(spec):
     deadline = clock.deadline(spec.get("deadline_ms", 60000))
     progress_every = spec.get("progress_every", 0)
     last_progress = 0
+    report_ms = spec.get("report_ms", 0)  # emit {"report": {acked, acks_ignored, ...}} this often
+    report_at = clock.deadline(report_ms)
     auth_answers = []
     offline_answers = []
     for token in spec.get("authorize_offline", []):
@@ -240,6 +255,10 @@ async def drive(spec):
         if progress_every and store.acked_seq() - last_progress >= progress_every:
             last_progress = store.acked_seq()
             emit({"progress": last_progress})
+        if report_ms and clock.expired(report_at):
+            report_at = clock.deadline(report_ms)
+            emit({"report": {"acked": store.acked_seq(), "acks_ignored": up.forwarder.acks_ignored,
+                             "acks_verified": up.forwarder.acks_verified, "online": up.online}})
         await asyncio.sleep_ms(20)
     task.cancel()
     result = stats(up, store, lag, t0)
