@@ -150,14 +150,8 @@ def _why_not(doc, dev, nonce, token, now):
 
 def _claimed_nonce(msg):
     # the nonce an answer claims, read without checking the signature (only to find its request)
-    try:
-        from crypto import b64url
+    from crypto import jws
 
-        parts = bytes(msg).split(b".")
-        if len(parts) != 3:
-            return None
-        doc = json.loads(b64url.decode(parts[1]))
-    except (ValueError, TypeError):
-        return None
-    nonce = doc.get("nonce") if isinstance(doc, dict) else None
+    doc = jws.claimed(msg)
+    nonce = doc.get("nonce") if doc is not None else None
     return nonce if isinstance(nonce, str) else None

@@ -172,16 +172,10 @@ class Forwarder:
 def _claimed_seq(msg):
     # the seq an ack claims, read from its JWS payload without checking the signature (cheap:
     # it only picks the candidate commit() verifies); None when it is not shaped like an ack
-    try:
-        from crypto import b64url
+    from crypto import jws
 
-        parts = bytes(msg).split(b".")
-        if len(parts) != 3:
-            return None
-        doc = json.loads(b64url.decode(parts[1]))
-    except (ValueError, TypeError):
-        return None
-    seq = doc.get("seq") if isinstance(doc, dict) else None
+    doc = jws.claimed(msg)
+    seq = doc.get("seq") if doc is not None else None
     if not isinstance(seq, int) or isinstance(seq, bool):
         return None
     return seq
