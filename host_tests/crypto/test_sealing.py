@@ -258,13 +258,15 @@ emit([alloc(lambda: record.build(fields)), alloc(lambda: record.seal(key, f)),
     assert seal - 2 * sign <= 24 * 1024, res
 
 
-def test_the_chargers_seal_needs_no_large_free_block(mpy):
+@pytest.mark.parametrize("pad", PADS)
+def test_the_chargers_seal_needs_no_large_free_block(mpy, pad):
     """The charger's path (record.seal with commit, the buffer reserved at boot): the payload moves
     to the front of the reserved buffer and the JWS follows it; commit gets views of both, equal to
-    the bytes the copying path returns. It seals on a heap chopped into 256-byte holes, where the
+    the bytes the copying path returns. It seals on a heap chopped into 512-byte holes, where the
     copying path (a bytes object of the payload and one of the JWS) cannot."""
     res = mpy.run(f"""
 import gc, json
+pad = bytearray({pad})  # shifts the heap layout: the result must not be one lucky placement
 from crypto import keys, canon, p256
 from billing import record
 key = keys.Key({RFC_PRIV})
@@ -277,20 +279,20 @@ record.seal(key, f, lambda p, j: got.append((bytes(p), bytes(j), type(p).__name_
 out = {{"same": [got[0][0] == want[0], got[0][1] == want[1]], "type": got[0][2], "sizes": [len(want[0]), len(want[1])],
        "kept": canon._kept is not None and len(canon._kept.buf) == 4096}}
 want = got = None
-# chop the heap: fill it with 256-byte pieces, then free every other one
+done = []
+def commit(p, j):
+    done.append(len(j))
+# chop the heap: fill it with 512-byte pieces, then free every other one
 gc.collect()
 pieces = []
 try:
     while True:
-        pieces.append(bytearray(240))
+        pieces.append(bytearray(496))
 except MemoryError:
     pass
 for i in range(0, len(pieces), 2):
     pieces[i] = None
 gc.collect()
-done = []
-def commit(p, j):
-    done.append(len(j))
 try:
     record.seal(key, f, commit)
     out["views"] = done
