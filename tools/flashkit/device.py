@@ -22,6 +22,7 @@ ONDEVICE = Path(__file__).with_name("ondevice.py")
 MIN_VERSION = (1, 22, 0)  # machine.UART.flush, asyncio with ThreadSafeFlag, os.statvfs on every port
 WRITE_CHUNK = 2048  # bytes per raw-REPL exec when copying (as a bytes repr: up to ~8 KiB of source)
 READ_CHUNK = 512
+_REPL_TRIES = 3  # Ctrl-C and wait for the raw REPL prompt, this many times
 
 Progress = Callable[[int, int], None]
 
@@ -116,9 +117,14 @@ class Device:
             self._t = SerialTransport(self.port, baudrate=115200, timeout=2)
         except TransportError as exc:
             raise FlashError(f"cannot open {self.port}: {exc}") from None
-        try:
-            self._t.enter_raw_repl(soft_reset=False)
-        except (TransportError, OSError, serial.SerialException):
+        for attempt in range(_REPL_TRIES):  # a board busy in its main loop may miss the first Ctrl-C
+            try:
+                self._t.enter_raw_repl(soft_reset=False)
+                break
+            except (TransportError, OSError, serial.SerialException):
+                if attempt + 1 < _REPL_TRIES:
+                    time.sleep(0.5)
+        else:
             self._t.close()
             self._t = None
             raise FlashError(
