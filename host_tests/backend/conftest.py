@@ -79,3 +79,16 @@ def wait_until(pred, timeout: float = 30, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+@pytest.fixture
+def store(db_target, charger):
+    """A database with device evc-a1 (the charger fixture's key) registered."""
+    from backend.db import open_db
+    from backend.models import Device
+    from backend.keys import load_public_key
+
+    sessions = open_db(db_target)
+    with sessions.begin() as db:
+        db.add(Device(id="evc-a1", pubkey=load_public_key(charger.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
+    return sessions

@@ -126,14 +126,6 @@ def odd(device_dir):
     return make_odd(device_dir)
 
 
-@pytest.fixture
-def store(db_target, charger):
-    sessions = open_db(db_target)
-    with sessions.begin() as db:
-        db.add(Device(id="evc-a1", pubkey=load_public_key(charger.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
-    return sessions
-
-
 def rows(sessions, model, *where) -> list:
     with sessions() as db:
         return list(db.scalars(select(model).where(*where)))

@@ -6,22 +6,13 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from backend.db import make_engine, migrate, open_db
+from backend.db import make_engine, migrate
 from backend.ingest import Ingestor
-from backend.keys import load_public_key
 from backend.models import Anomaly, Base, Card, Device, Pending, Session
 from host_tests.backend.conftest import TOKENS
 from sim.records import make_records, payload, payload_hash, session_fields
 
 TOPIC = "evc/evc-a1/rec"
-
-
-@pytest.fixture
-def store(db_target, charger):
-    sessions = open_db(db_target)
-    with sessions.begin() as db:
-        db.add(Device(id="evc-a1", pubkey=load_public_key(charger.pubkey_pem), added_at=0, head_seq=0, head_hash=""))
-    return sessions
 
 
 def counts(sessions) -> tuple[int, int, int]:

@@ -59,3 +59,16 @@ def deploy(emu: BoardEmulator, source: Path, config: Path | None = None, **kw) -
 def deployed(emulator, source, config_file) -> BoardEmulator:
     deploy(emulator, source, config_file)
     return emulator
+
+
+@pytest.fixture(scope="module")
+def backend_key(tmp_path_factory):
+    """A backend public key file (PEM) for provisioning tests."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path_factory.mktemp("backend") / "backend.pub.pem"
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path

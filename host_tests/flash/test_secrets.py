@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.__main__ import main as backend_main
 from host_tests.uplink.test_tls import _ca
@@ -21,15 +20,6 @@ from .conftest import GOOD_CONFIG
 
 WIFI = "correct horse battery"
 BROKER_PW = "s3cr3t-broker-pw"
-
-
-@pytest.fixture(scope="module")
-def backend_key(tmp_path_factory) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    path = tmp_path_factory.mktemp("backend") / "backend.pub.pem"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,6 @@ from .conftest import GOOD_CONFIG
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def backend_key(tmp_path_factory) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    path = tmp_path_factory.mktemp("backend") / "backend.pub.pem"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    return path
-
-
 def test_provision_the_board_makes_its_own_key(deployed, backend_key, tmp_path):
     out = flash.provision(deployed.port, "cp-0042", backend_key, tmp_path / "keys")
     pem = Path(out["pem_path"]).read_bytes()
