@@ -1,0 +1,1 @@
+"""Billing: customers, contracts, billing runs, invoices, credit notes, receipts, exports."""
