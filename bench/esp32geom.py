@@ -19,6 +19,7 @@ LO, HI, STEP = 16 * 1024, 112 * 1024, 4 * 1024
 SOAK_SESSIONS = 300
 SOAK_BUDGET = geom.STOCK_IDF_BUDGET  # the acceptance geometry: 56k + 40,960 B
 DAY_RUNS = 5
+COMPARE_SESSIONS = 30
 
 
 def short_day(binary: Path, budget: int | None, scenario: str = "short") -> tuple[bool, int | None]:
@@ -87,6 +88,14 @@ def run() -> list[Row]:
         r = soak.run(Path(tmp), broker.url, SOAK_SESSIONS, SOAK_BUDGET, micropython=str(binary))
     if r.memory_errors or r.stored != SOAK_SESSIONS:
         raise RuntimeError(f"soak failed: {r.memory_errors} MemoryError lines, {r.stored} records stored")
+    # the same short soak with collections only when the heap is full (MicroPython's default) and
+    # with the firmware's gc.threshold (app/charger.py): the largest free block between sessions
+    compared = {}
+    for label, threshold in (("collect when full", "0"), ("gc.threshold(8192)", "8192")):
+        with tempfile.TemporaryDirectory() as tmp, Broker() as broker:
+            c = soak.run(Path(tmp), broker.url, COMPARE_SESSIONS, SOAK_BUDGET, micropython=str(binary),
+                         env={"EVC_GC_THRESHOLD": threshold})
+        compared[label] = sorted(c.free_by_session.values()), c.memory_errors
     n = SOAK_SESSIONS
     rows += [
         Row("soak", "live heap after boot (uplink connected)", r.heap_after_boot, "bytes", "after a collection"),
@@ -99,4 +108,16 @@ def run() -> list[Row]:
             f"{100 * r.free_after[n] // max(1, r.free_after[1])} % of the first (goal >= 80 %)"),
         Row("soak", "IDF heap taken at most", r.peak_idf or 0, "bytes", f"budget {SOAK_BUDGET}; {n} sessions, uplink on"),
     ]
+    free = sorted(r.free_by_session.values())
+    first, last = r.free_window(first=True), r.free_window(first=False)
+    rows += [
+        Row("soak", f"largest free block between sessions, {n} sessions", free[len(free) // 2], "bytes",
+            f"median; min {free[0]}, max {free[-1]}"),
+        Row("soak", "largest free block, last 10 sessions vs first 10", last, "bytes",
+            f"medians; first 10: {first}; {100 * last // max(1, first)} % (goal >= 80 %)"),
+    ]
+    for label, (values, errors) in compared.items():
+        rows.append(Row("fragmentation", f"largest free block between sessions, {label}", values[len(values) // 2],
+                        "bytes", f"median of {len(values)} sessions; min {values[0]}, max {values[-1]}; "
+                        f"{errors} MemoryError lines"))
     return rows

@@ -187,7 +187,17 @@ emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")
             return self.wait_for(expect, timeout=timeout, start=at)
         finally:
             self.nfc.remove()
-            time.sleep(0.4)  # the reader counts a card gone after two empty polls
+            self._seen_gone()
+
+    def _seen_gone(self, polls: int = 3, timeout: float = 10) -> None:
+        """Wait until the reader has polled the empty field `polls` times: it counts a card gone after
+        two empty polls, and a loaded machine can stretch a poll well past its 250 ms (a fixed sleep
+        made the next tap of the same card look like the card still lying there)."""
+        assert self.nfc is not None
+        until = time.monotonic() + timeout
+        done = self.nfc.lists_done + polls
+        while self.nfc.lists_done < done and time.monotonic() < until and self.dev is not None and self.dev.alive():
+            time.sleep(0.05)
 
     def status_after(self, start: int, timeout: float = 20) -> dict:
         """The fields of the next status line printed after line index start."""

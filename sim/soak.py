@@ -21,6 +21,8 @@ from sim.charger import DEV, Charger, authlist_doc, flat_tariff, token
 CARD = bytes.fromhex("04a1b2c3d4e5f6")
 _BLOCK = 16  # bytes in a GC block on a 32-bit port
 _SEAL_HEAP = re.compile(r"session: record \d+: .* heap=(\d+) ")
+_RECORD = re.compile(r"session: record (\d+): ")
+_MAX_FREE = re.compile(r"max free sz: (\d+)")
 
 
 @dataclass
@@ -34,6 +36,31 @@ class Soak:
     peak_idf: int | None = None  # most bytes taken from the IDF budget at once
     memory_errors: int = 0
     output: str = ""
+
+    @property
+    def free_by_session(self) -> dict[int, int]:
+        """Session -> the largest free block of the idle reports between its record and the next
+        session's (the best one: a report taken while another task holds a buffer shows less)."""
+        out: dict[int, int] = {}
+        cur = 0
+        for line in self.output.splitlines():
+            m = _RECORD.search(line)
+            if m:
+                cur = int(m.group(1))
+                continue
+            m = _MAX_FREE.search(line)
+            if m and cur:
+                out[cur] = max(out.get(cur, 0), int(m.group(1)) * _BLOCK)
+        return out
+
+    def free_window(self, first: bool, size: int = 10) -> int:
+        """Median largest free block over the first (or last) `size` sessions. Where a session's
+        long-lived objects land moves that block by several KB from one session to the next, with
+        no trend; a window's median shows whether fragmentation creeps, one session's value does not."""
+        by = self.free_by_session
+        keys = sorted(by)[:size] if first else sorted(by)[-size:]
+        values = sorted(by[k] for k in keys)
+        return values[len(values) // 2] if values else 0
 
     @property
     def garbage_per_session(self) -> int:
@@ -67,9 +94,10 @@ def _idle_report(c: Charger, seq: int, reports: int = 3) -> tuple[int, int]:
 
 
 def run(work: Path, broker_url: str, sessions: int, budget: int | None, micropython: str | None = None,
-        heap: str = geom.STOCK_HEAP, sample: tuple[int, ...] = ()) -> Soak:
+        heap: str = geom.STOCK_HEAP, sample: tuple[int, ...] = (), env: dict[str, str] | None = None) -> Soak:
     """Boot one charger, run `sessions` card sessions, report the heap after the first, the last
-    and each session in `sample`. budget: ESP32GEOM_IDF_HEAP for the device (None: unlimited)."""
+    and each session in `sample`. budget: ESP32GEOM_IDF_HEAP for the device (None: unlimited);
+    env: more of the device's environment (e.g. EVC_GC_THRESHOLD, boards/host/board.py)."""
     result = Soak(sessions)
     saved = os.environ.get("ESP32GEOM_IDF_HEAP")
     if budget is None:
@@ -79,7 +107,7 @@ def run(work: Path, broker_url: str, sessions: int, budget: int | None, micropyt
     try:
         with Charger(work / "dev", "soak", broker=broker_url, config={"journal": {"checkpoint_s": 60}}) as c:
             c.micropython, c.heap = micropython, heap
-            c.env = {"EVC_HEAP_REPORT": "1"}
+            c.env = {"EVC_HEAP_REPORT": "1", **(env or {})}
             c.seed(tariff=compile_doc(flat_tariff()),
                    authlist=[authlist_doc([{"token": token(CARD), "status": "accepted"}])])
             pem = c.provision()

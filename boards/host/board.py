@@ -32,6 +32,7 @@ def _int_env(name, default):
 CLOCK_SPEED = _int_env("EVC_CLOCK_SPEED", 1)
 CLOCK_OFFSET_S = _int_env("EVC_CLOCK_OFFSET_S", 0)
 STATUS_MS = _int_env("EVC_STATUS_MS", 10000)  # status line interval (device ms)
+GC_THRESHOLD = _int_env("EVC_GC_THRESHOLD", 8192)  # bytes between collections (app/charger.py); 0: only when full
 HEAP_REPORT = _int_env("EVC_HEAP_REPORT", 0)  # 1: micropython.mem_info() with each status line (heap tests)
 _FLASH_KB = _int_env("EVC_FLASH_KB", 2048)
 _BLOCK = 4096
