@@ -4,7 +4,10 @@ Every document is a JWS ES256 by the backend key (keys.sign_document) with a ver
 forward per device and type: max(last + 1, now in epoch seconds), so a backend whose database was
 rebuilt still moves past what devices hold. A push is recorded in `downlinks` and, for card lists,
 in `list_entries` (the base of the next differential push) in the same transaction that publishes:
-if the broker does not take the documents, nothing is recorded.
+if the broker does not take the documents, nothing is recorded. Publishing is not delivery: lists
+go to devices that may be offline (QoS 1, not retained), so backend/converge.py compares what each
+device reports holding with what was pushed and sends again what is missing (resync: a new full
+list where a differential cannot apply).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from backend.cards import DELETE, CardRow
+from backend import prepaid
 from backend.keys import Keys, sign_document
 from backend.models import Card, Device, Downlink, ListEntry, TariffSource
 
@@ -98,10 +102,11 @@ class Downlinks:
                 card.balance = r.balance
         db.flush()
 
-    @staticmethod
-    def _entry(card: Card, bal_seq: int) -> dict:
+    def _entry(self, card: Card, dev: Device) -> dict:
+        # a prepaid card's balance field is this device's allowance, its share (backend/prepaid.py)
         return {"token": card.token, "status": card.status, "exp": card.exp or 0, "contract": card.contract,
-                "balance": card.balance, "bal_seq": bal_seq if card.balance is not None else 0}
+                "balance": prepaid.entry_balance(card, dev, int(self.clock())),
+                "bal_seq": dev.head_seq if card.balance is not None else 0}
 
     @staticmethod
     def _same(a: dict, b: dict) -> bool:
@@ -126,7 +131,7 @@ class Downlinks:
                     for r in sorted(rows, key=lambda r: r.token):
                         if r.status == DELETE:
                             raise DownlinkError("status `delete` only makes sense with --diff")
-                        entries.append(self._entry(db.get(Card, r.token), dev.head_seq))  # type: ignore[arg-type]
+                        entries.append(self._entry(db.get(Card, r.token), dev))  # type: ignore[arg-type]
                     db.execute(delete(ListEntry).where(ListEntry.dev == dev.id))
                     for e in entries:
                         db.add(ListEntry(dev=dev.id, token=e["token"], entry=json.dumps(e)))
@@ -138,11 +143,11 @@ class Downlinks:
                             if r.token in sent:
                                 db.delete(sent[r.token])
                         else:
-                            entries.append(self._entry(db.get(Card, r.token), dev.head_seq))  # type: ignore[arg-type]
+                            entries.append(self._entry(db.get(Card, r.token), dev))  # type: ignore[arg-type]
                     for token, row in sent.items():
                         card = db.get(Card, token)
                         if token not in named and card is not None:
-                            e = self._entry(card, dev.head_seq)
+                            e = self._entry(card, dev)
                             if not self._same(e, json.loads(row.entry)):
                                 entries.append(e)
                     if not entries:
@@ -152,15 +157,38 @@ class Downlinks:
                     for e in entries:
                         if "status" in e:
                             db.merge(ListEntry(dev=dev.id, token=e["token"], entry=json.dumps(e)))
-                base = self._last(db, dev.id, "authlist")  # a diff applies only on top of this version
-                ver = self._version(db, dev.id, "authlist")
-                chunks = [entries[i:i + LIST_CHUNK] for i in range(0, len(entries), LIST_CHUNK)] or [[]]
-                if len(chunks) > MAX_PARTS:
-                    raise DownlinkError(f"{len(entries)} cards need {len(chunks)} parts; a device takes at most "
-                                        f"{MAX_PARTS} ({MAX_PARTS * LIST_CHUNK} cards)")
-                bodies = [{"type": "authlist", "dev": dev.id, "ver": ver, "full": not diff, "base": 0 if not diff else base,
-                           "part": i, "parts": len(chunks), "entries": c} for i, c in enumerate(chunks)]
-                msgs += self._sign(db, dev.id, "authlist", ver, bodies, False, "authlist")
+                msgs += self._list_messages(db, dev.id, entries, diff)
+            publish(msgs)
+        return msgs
+
+    def _list_messages(self, db: DbSession, dev: str, entries: list[dict], diff: bool) -> list[Message]:
+        """One list version for dev, signed in parts and recorded. A full list says its `total`
+        entries, so that a device can refuse it for room before writing any of it."""
+        base = self._last(db, dev, "authlist")  # a diff applies only on top of this version
+        ver = self._version(db, dev, "authlist")
+        chunks = [entries[i:i + LIST_CHUNK] for i in range(0, len(entries), LIST_CHUNK)] or [[]]
+        if len(chunks) > MAX_PARTS:
+            raise DownlinkError(f"{len(entries)} cards need {len(chunks)} parts; a device takes at most "
+                                f"{MAX_PARTS} ({MAX_PARTS * LIST_CHUNK} cards)")
+        size = {} if diff else {"total": len(entries)}
+        bodies = [{"type": "authlist", "dev": dev, "ver": ver, "full": not diff, "base": 0 if not diff else base,
+                   "part": i, "parts": len(chunks), **size, "entries": c} for i, c in enumerate(chunks)]
+        return self._sign(db, dev, "authlist", ver, bodies, False, "authlist")
+
+    def resync(self, device: str, publish: Publish) -> list[Message]:
+        """A new full version of the list the device should hold (every card last sent to it, with
+        today's status and balance): for a device a differential cannot reach (backend/converge.py)."""
+        with self.sessions.begin() as db:
+            dev = self.targets(db, device)[0]
+            db.refresh(dev, with_for_update=True)  # no record moves bal_seq while we read balances
+            entries: list[dict] = []
+            rows = db.scalars(select(ListEntry).where(ListEntry.dev == dev.id))
+            for row in sorted(rows, key=lambda r: r.token):  # the device's byte order, whatever the collation
+                card = db.get(Card, row.token)
+                e = self._entry(card, dev) if card is not None else json.loads(row.entry)
+                row.entry = json.dumps(e)
+                entries.append(e)
+            msgs = self._list_messages(db, dev.id, entries, False)
             publish(msgs)
         return msgs
 

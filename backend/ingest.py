@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from backend import guard, verify
+from backend import guard, prepaid, verify
 from backend.models import Anomaly, AnomalyCount, Card, Device, Pending, Session
 
 log = logging.getLogger("backend.ingest")
@@ -380,12 +380,9 @@ class Ingestor:
         why = guard.misfit(Session.__table__, values)
         if why is not None:
             return f"does not fit the sessions table: {why}"
-        charged = 0
+        # the signed `charged`, debited once (this (dev, seq) is new); its reservation settled (backend/prepaid.py)
         card = db.get(Card, r["token"], with_for_update=True)
-        if card is not None and card.balance is not None and "void" not in r["flags"]:
-            charged = cost["incl"]
-            if card.balance - charged < guard.INT64_MIN:
-                return f"cost.incl {charged} would take the card's balance {card.balance} below the 64-bit range"
-            card.balance -= charged  # applied once: the session row with this (dev, seq) is new
-            card.updated_at = int(self.clock())
+        charged = prepaid.settle(db, card, opened.dev, opened.seq, r, int(self.clock()))
+        if isinstance(charged, str):
+            return charged
         return Session(**values, charged=charged, stored_at=int(self.clock()))

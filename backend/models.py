@@ -125,6 +125,40 @@ class Card(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class Reservation(Base):
+    """Prepaid funds held for one online session on one charger (backend/prepaid.py): named on the
+    device by (dev, token, exp); held until its record settles it or, past exp, until the charger
+    shows it can no longer use it. state: held | settled | released."""
+
+    __tablename__ = "reservations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64))
+    dev: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    exp: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int | None] = mapped_column(BigInteger)  # the record that settled it
+    charged: Mapped[int | None] = mapped_column(BigInteger)
+    closed_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+Index("ix_reservations_name", Reservation.dev, Reservation.token, Reservation.exp, unique=True)
+Index("ix_reservations_token_state", Reservation.token, Reservation.state)
+
+
+class Allowance(Base):
+    """A charger's offline share of a prepaid card as last handed out in its list (backend/prepaid.py):
+    it may spend `amount` less what its records after bal_seq charged."""
+
+    __tablename__ = "allowances"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    bal_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class Downlink(Base):
     """Every signed document published, with its version (monotonic per device and type)."""
 
@@ -137,6 +171,25 @@ class Downlink(Base):
     parts: Mapped[int] = mapped_column(Integer, default=1)
     doc: Mapped[str] = mapped_column(Text)
     published_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceState(Base):
+    """What a device last reported holding (its retained status) and what the backend last pushed
+    to bring it up to date (backend/converge.py): versions only move when the device says so."""
+
+    __tablename__ = "device_states"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    tariff_ver: Mapped[int] = mapped_column(BigInteger, default=0)  # as the device reports them
+    list_ver: Mapped[int] = mapped_column(BigInteger, default=0)
+    collecting_ver: Mapped[int | None] = mapped_column(BigInteger)  # a list version arriving in parts
+    refused_ver: Mapped[int | None] = mapped_column(BigInteger)  # the last list version the device gave up on
+    refused_reason: Mapped[str | None] = mapped_column(String(32))
+    seen_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    pushed_tariff_ver: Mapped[int] = mapped_column(BigInteger, default=0)  # republished by convergence
+    pushed_tariff_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    pushed_list_ver: Mapped[int] = mapped_column(BigInteger, default=0)
+    pushed_list_at: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ListEntry(Base):

@@ -17,20 +17,32 @@ import time
 
 import paho.mqtt.client as paho
 
-from backend import acks, authorize
+from backend import acks, authorize, converge
 from backend.ingest import Ingestor, Outcome
 from backend.keys import KeyMaterialError, sign_document
 from backend.mqtt import connect, make_client
 
 log = logging.getLogger("backend.worker")
 
+CONVERGE_ENV = "EVC_CONVERGE_RETRY_S"  # seconds before a version a device lacks is sent again, or "off"
 FAULT_ENV = "EVC_BACKEND_FAULT"  # test hook: "exit-after-store:N" dies after the Nth commit, before acking
 
 
 class Worker:
     def __init__(self, ingestor: Ingestor, broker: str, prefix: str = "evc", group: str | None = "evc-backend",
-                 batch: int = 64, sweep_s: float = 1.0, key=None, auth_ttl_s: int = authorize.TTL_S):
+                 batch: int = 64, sweep_s: float = 1.0, key=None, auth_ttl_s: int = authorize.TTL_S,
+                 converge_retry_s: int | None = -1, converge_sweep_s: float = 5.0):
         self.ingestor = ingestor
+        # downlink convergence (backend/converge.py): device statuses in, what a device lacks out;
+        # None: off (a worker that only ingests); by default converge.RETRY_S, or $EVC_CONVERGE_RETRY_S
+        # (seconds, or "off")
+        if converge_retry_s == -1:
+            env = os.environ.get(CONVERGE_ENV, "").strip()
+            converge_retry_s = None if env == "off" else int(env) if env.isdigit() else converge.RETRY_S
+        self.converge_retry_s = converge_retry_s
+        self.converge_sweep_s = converge_sweep_s
+        self.statuses: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=10000)
+        self.converger: converge.Converger | None = None
         self.key = key  # the backend's private key (keys.Keys.private_key()): signs acks and auth answers
         self.auth_ttl_s = auth_ttl_s
         self.broker = broker
@@ -63,6 +75,8 @@ class Worker:
             return
         client.subscribe(self.topic, qos=1)
         client.subscribe(self.auth_topic, qos=1)
+        if self.converge_retry_s is not None:  # plain, not shared: the retained statuses come on subscribe
+            client.subscribe(f"{self.prefix}/+/status", qos=1)
 
     @property
     def auth_topic(self) -> str:
@@ -80,6 +94,14 @@ class Worker:
         # Nothing a message holds may stop the MQTT thread (paho ends its loop on a callback's
         # exception): whatever goes wrong is logged, kept as an anomaly, and the message acked.
         try:
+            if msg.topic.endswith("/status"):  # state, retained and idempotent: acked at once
+                if self.converge_retry_s is not None:
+                    try:
+                        self.statuses.put_nowait((msg.topic, bytes(msg.payload)))
+                    except queue.Full:  # the next status or the sweep catches up
+                        pass
+                client.ack(msg.mid, msg.qos)
+                return
             if msg.topic.endswith("/auth/req"):
                 why = authorize.unreadable(msg.payload)
                 if why is not None:  # no answer (as before), but on record, counted like any anomaly
@@ -145,6 +167,13 @@ class Worker:
         client.on_message = self._on_message
         client.suppress_exceptions = True  # a callback's exception is logged, never the end of the loop
         connect(client, self.broker)
+        if self.converge_retry_s is not None:
+            from backend.downlink import Downlinks
+
+            self.converger = converge.Converger(
+                self.ingestor.sessions, Downlinks(self.ingestor.sessions, converge.PinnedKey(self._key()), self.prefix),
+                retry_s=self.converge_retry_s)
+        next_converge = time.monotonic() + self.converge_sweep_s
         next_sweep = time.monotonic() + self.sweep_s
         try:
             while not stop.is_set():
@@ -160,6 +189,13 @@ class Worker:
                         except queue.Empty:
                             break
                     self._handle_safely(client, msgs)
+                self._converge(client)
+                if self.converger is not None and time.monotonic() >= next_converge:
+                    try:
+                        self.converger.sweep(self._publisher(client))
+                    except Exception:  # noqa: BLE001 - the database away; the next sweep tries again
+                        log.exception("convergence sweep failed")
+                    next_converge = time.monotonic() + self.converge_sweep_s
                 if time.monotonic() >= next_sweep:
                     try:
                         self._store_problems()
@@ -170,6 +206,31 @@ class Worker:
         finally:
             client.disconnect()
             client.loop_stop()
+
+    @staticmethod
+    def _publisher(client: paho.Client):
+        def publish(msgs: list[tuple[str, str, bool]]) -> None:
+            for topic, payload, retain in msgs:
+                info = client.publish(topic, payload, qos=1, retain=retain)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise ConnectionError(f"broker did not take {topic}: {paho.error_string(info.rc)}")
+        return publish
+
+    def _converge(self, client: paho.Client) -> None:
+        """Device statuses that came in: record what each holds, send what it lacks."""
+        if self.converger is None:
+            return
+        for _ in range(100):
+            try:
+                topic, payload = self.statuses.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.converger.on_status(topic, payload, self._publisher(client))
+            except converge.StatusError as exc:
+                log.info("status on %s ignored: %s", topic[:80], exc)
+            except Exception:  # noqa: BLE001 - the database or the broker away: the sweep tries again
+                log.exception("convergence failed for %s", topic[:80])
 
     def _handle(self, client: paho.Client, msgs: list[paho.MQTTMessage]) -> None:
         outcomes = self.ingestor.ingest_many([(m.topic, m.payload) for m in msgs])

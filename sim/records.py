@@ -32,10 +32,12 @@ def payload_hash(jws: str) -> str:
     return hashlib.sha256(payload(jws)).hexdigest()
 
 
-def session_fields(dev: str, seq: int, token: str, cost: int = 250, wh: int = 1500) -> dict:
-    """The schema fields of one finished session (the firmware adds energy_wh, ocmf and signs)."""
+def session_fields(dev: str, seq: int, token: str, cost: int = 250, wh: int = 1500, prepaid: bool = False) -> dict:
+    """The schema fields of one finished session (the firmware adds energy_wh, ocmf and signs).
+    prepaid: the session was paid from the card's prepaid balance, so the record carries `charged`
+    (what the firmware books in its ledger and the backend debits: docs/prepaid.md)."""
     start = BASE_T + seq * 3600
-    return {
+    fields = {
         "v": 1, "dev": dev, "seq": seq, "token": token, "auth": "list", "contract": None,
         "tariff": {"id": "std", "ver": 3},
         "start": {"t": start, "tq": "S", "wh": 100_000 + seq * 10_000},
@@ -44,6 +46,9 @@ def session_fields(dev: str, seq: int, token: str, cost: int = 250, wh: int = 15
         "cost": {"currency": "EUR", "excl": cost * 100 // 119, "incl": cost, "lines": [{"dim": "ENERGY", "incl": cost}]},
         "flags": [], "fw": "0.1.0",
     }
+    if prepaid:
+        fields["charged"] = cost
+    return fields
 
 
 _MAKE = """
@@ -72,8 +77,13 @@ def make_records(root: Path, dev: str, fields: list[dict], prev: str = "") -> tu
     return out[-1]["pem"].encode(), [o["jws"] for o in out[:-1]], [o["hash"] for o in out[:-1]]
 
 
-def make_device(root: Path, dev: str, n: int, tokens: list[str]) -> Made:
-    pem, jws, _ = make_records(root, dev, [session_fields(dev, s, tokens[(s - 1) % len(tokens)]) for s in range(1, n + 1)])
+def make_device(root: Path, dev: str, n: int, tokens: list[str], prepaid: tuple[str, ...] = ()) -> Made:
+    """n chained records of dev, card by card from tokens; records of the `prepaid` tokens carry `charged`."""
+    fields = []
+    for s in range(1, n + 1):
+        tok = tokens[(s - 1) % len(tokens)]
+        fields.append(session_fields(dev, s, tok, prepaid=tok in prepaid))
+    pem, jws, _ = make_records(root, dev, fields)
     return Made(dev, pem, jws)
 
 

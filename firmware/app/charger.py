@@ -166,7 +166,8 @@ async def run(cfg, dev, watchdog, root=None):
         os.mkdir(root + "/auth")
     except OSError:
         pass
-    authlist = AuthList(root + "/auth")
+    room = lambda need: journal.room(root, need)  # noqa: E731 - the journal's flash reserve, kept from lists
+    authlist = AuthList(root + "/auth", room)
     cache = AuthCache(root + "/auth/cache.bin", cfg["auth"]["cache_size"])
     ledger = Ledger(root + "/auth/spent.bin")
     tariffs = Tariffs(root + "/tariff.json", cfg)
@@ -199,8 +200,9 @@ async def run(cfg, dev, watchdog, root=None):
         link.report(out)  # link, ip, rssi
         return out
 
-    # the uplink verified every part and staged them on flash: install all or nothing, then
-    # compact the prepaid ledger (billing/authlist.py: the tests wire their Downlink with it too)
+    # the uplink streams each verified part of a list version into the list, committed with its
+    # version all or nothing, then the prepaid ledger is compacted (billing/authlist.py ListSink:
+    # the tests wire their Downlink with it too)
     on_authlist = downlink_handler(authlist, ledger)
 
     def on_command(doc):
@@ -212,7 +214,7 @@ async def run(cfg, dev, watchdog, root=None):
             return sntp.from_backend(doc)
         raise ValueError("unknown command %r" % (doc.get("cmd"),))
 
-    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root, link.up)
+    uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root, link.up, room)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
         if tariffs.missing:
@@ -300,4 +302,5 @@ def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root,
         return None
     from uplink.service import Uplink
 
-    return Uplink(cfg, dev, journal, on_tariff, on_authlist, on_command, status, state_dir=root, link_up=link_up)
+    return Uplink(cfg, dev, journal, on_tariff, on_authlist, on_command, status, state_dir=root, link_up=link_up,
+                  room=room)

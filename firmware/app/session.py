@@ -38,6 +38,7 @@ class Session:
         self.auth = doc["auth"]
         self.contract = doc.get("contract")
         self.available = doc.get("available")  # prepaid: minor units it may spend, else None
+        self.rsv = doc.get("rsv")  # the backend reservation paying for it (its exp), else None
         self.cap_wh = doc.get("cap_wh", 0)
         self.cap_cost = doc.get("cap_cost", 0)
         self.tariff = tariff
@@ -77,8 +78,9 @@ def worse_quality(a, b):
 
 def start_doc(token, decision, tariff, tariff_ver, t, tq, reading):
     return {"token": token, "auth": decision.how, "contract": decision.contract, "available": decision.available,
-            "cap_wh": decision.cap_wh, "cap_cost": decision.cap_cost, "tariff": tariff.id, "tariff_ver": tariff_ver,
-            "t": t, "tq": tq, "wh": reading.energy_wh, "model": reading.model, "serial": reading.serial}
+            "rsv": decision.rsv, "cap_wh": decision.cap_wh, "cap_cost": decision.cap_cost, "tariff": tariff.id,
+            "tariff_ver": tariff_ver, "t": t, "tq": tq, "wh": reading.energy_wh, "model": reading.model,
+            "serial": reading.serial}
 
 
 def _zero_tariffs(start, currency):
@@ -252,7 +254,7 @@ class Controller:
             return "tariff-missing"
         return None
 
-    async def _try_start(self, token):
+    async def _try_start(self, token, decision=None):
         why = self._not_ready()
         if why:
             log.warn("session", "not starting: %s" % why)
@@ -263,7 +265,8 @@ class Controller:
         self._set_state(AUTHORIZING)
         try:
             epoch, tq = clock.now()
-            decision = await self.auth.decide(token, epoch, tq != "U")
+            if decision is None:  # a paid ad-hoc start comes decided
+                decision = await self.auth.decide(token, epoch, tq != "U", self.journal.next_seq())
             if not decision.ok:
                 log.info("session", "card rejected: %s" % decision.reason)
                 self._feedback("rejected")
@@ -386,6 +389,8 @@ class Controller:
         }
         if s.available is not None:
             fields["charged"] = min(incl, max(0, s.available))  # what the prepaid balance pays
+            if s.rsv:
+                fields["rsv"] = s.rsv  # the backend settles this reservation with `charged`
         return fields
 
     # ---- boot recovery ------------------------------------------------------------------

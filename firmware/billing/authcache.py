@@ -4,9 +4,11 @@
 # A fixed file of `size` 64-byte slots:
 #   token(16) status(1) flags(1) pad(2) exp(4, epoch s) allowance(4, signed) bal_seq(4) contract(32)
 # exp is the answer's expiry: a slot at or past it counts as empty (dropped). flags bit 0: the card
-# is prepaid and allowance is the amount the backend allowed (its balance as the backend knew it, or
-# later what it reserved), which already includes this device's records up to bal_seq (like a
-# list entry: billing/prepaid.py subtracts the later spends). contract: UTF-8, at most 32 bytes.
+# is prepaid and allowance is the amount the backend allowed, which already includes this device's
+# records up to bal_seq (like a list entry: billing/prepaid.py subtracts the later spends).
+# flags bit 1: that amount is a reservation (docs/prepaid.md), named by (device, token, exp) and
+# good for one session: bal_seq is then this device's last seq before it was granted, and the
+# lookup's Entry carries rsv = exp (else rsv is None). contract: UTF-8, at most 32 bytes.
 # Lookups scan at most `size` slots in 768-byte reads (bounded by the cache size, not by any
 # list); an update rewrites one slot in place. When full, an empty or expired slot is taken
 # first, then a non-accepted entry, then the one that expires first.
@@ -23,6 +25,7 @@ _CHUNK_SLOTS = const(12)  # lookups read 768 bytes at a time into one buffer
 _FORMAT = "<16sBB2xIiI32s"
 _CONTRACT = const(32)
 _PREPAID = const(1)
+_RESERVED = const(2)
 _EMPTY = b"\x00" * 16
 
 
@@ -90,12 +93,15 @@ class AuthCache:
         if now >= exp:
             return None  # expired: as good as gone (put() takes the slot first)
         contract = bytes(contract).rstrip(b"\x00")
-        return Entry(token, STATUSES[status] if status < len(STATUSES) else "invalid", exp,
-                     contract.decode() if contract else None, allowance if flags & _PREPAID else None, bal_seq)
+        entry = Entry(token, STATUSES[status] if status < len(STATUSES) else "invalid", exp,
+                      contract.decode() if contract else None, allowance if flags & _PREPAID else None, bal_seq)
+        entry.rsv = exp if flags & _RESERVED and flags & _PREPAID else None
+        return entry
 
-    def put(self, token, status, exp, contract=None, allowance=None, bal_seq=0, now=None):
+    def put(self, token, status, exp, contract=None, allowance=None, bal_seq=0, now=None, reserved=False):
         """Keep an online decision until exp (epoch s); now (None when the time is unknown)
-        lets expired slots be reused first. ValueError for what the slot cannot hold."""
+        lets expired slots be reused first; reserved: allowance is a reservation. ValueError for
+        what the slot cannot hold."""
         if not self.size:
             return
         if status not in STATUSES:
@@ -112,8 +118,8 @@ class AuthCache:
         key = token_bytes(token)
         found, victim = self._scan(key, now)
         slot = found if found is not None else victim
-        struct.pack_into(_FORMAT, self._buf, 0, key, STATUSES.index(status), 0 if allowance is None else _PREPAID,
-                         exp, allowance or 0, bal_seq, name)
+        flags = 0 if allowance is None else (_PREPAID | _RESERVED if reserved else _PREPAID)
+        struct.pack_into(_FORMAT, self._buf, 0, key, STATUSES.index(status), flags, exp, allowance or 0, bal_seq, name)
         with open(self.path, "r+b") as f:
             f.seek(slot * _SLOT)
             f.write(self._buf)

@@ -1,8 +1,11 @@
 # Prepaid spends the backend has not yet seen.
 #
-# The backend's list entry carries the card's balance and bal_seq, the highest device record
-# seq that balance already includes. The device appends (token, seq, charged) for each prepaid
-# session it closes, so available = balance - charges of this token with seq > bal_seq.
+# The backend's list entry carries this charger's allowance for the card (its share of the
+# balance, docs/prepaid.md) and bal_seq, the highest device record seq that allowance already
+# includes. The device appends (token, seq, charged) for each prepaid session it closes, so
+# available = allowance - charges of this token with seq > bal_seq. An online reservation is
+# kept the same way, with bal_seq = the last seq before it was granted: used_since tells that a
+# session has used it.
 # 24-byte entries in one file; the scan is bounded by the number of prepaid sessions not yet
 # folded into a list the backend pushed, and compact() drops the ones it has.
 # A spend is booked just before its record is journaled, so a power cut between the two costs
@@ -51,6 +54,15 @@ class Ledger:
                 total += charged
                 last_seq, last = seq, charged
         return total
+
+    def used_since(self, token, seq):
+        """Whether a session of token closed with a record seq later than seq (even one that
+        charged nothing): a backend reservation pays for one session (billing/authorize.py)."""
+        key = token_bytes(token)
+        for tok, s, _ in self._entries():
+            if s > seq and tok == key:
+                return True
+        return False
 
     def record(self, token, seq, charged):
         """Called when a prepaid session's record (seq) is committed with its charge."""

@@ -413,3 +413,19 @@ class Journal:
 
     def usage(self):
         return self.bytes_used(), self._max, self._next - 1 - self._acked
+
+    def reserve(self, block):
+        """Flash bytes the journal may still need to reach max_bytes: what is left of it, a block of
+        rounding for each segment still to come, and a few blocks for LittleFS's copy-on-write."""
+        left = self._max - self.bytes_used()
+        if left < 0:
+            left = 0
+        return left + (left // self._seg_bytes + 2) * block + 4 * block
+
+    def room(self, path, need):
+        """True when `need` more bytes (another owner's: lists, staged documents) fit on the flash
+        holding path and leave the journal its reserve: nothing else may take the share the journal
+        needs to commit its records (issue #18). LittleFS's statvfs counts open files too."""
+        st = os.statvfs(path)
+        block = st[0]
+        return (st[4] - (need + block - 1) // block - 1) * block >= self.reserve(block)

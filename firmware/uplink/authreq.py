@@ -1,6 +1,7 @@
 # Online authorization of tokens the local list does not know: {"nonce", "token"} on auth/req,
 # the backend answers on auth/res with a JWS (ES256, the pinned backend key) of
-# {"type": "auth", "dev", "nonce", "token", "ok", "status", "contract", "exp", "allowance", "bal_seq"}.
+# {"type": "auth", "dev", "nonce", "token", "ok", "status", "contract", "exp", "allowance", "bal_seq", "rsv"}
+# (rsv true: the allowance is a reservation the backend holds for this device; docs/prepaid.md).
 # An answer counts only when the signature verifies and it names this device, the request's
 # nonce (64 fresh random bits per request) and token, and has not expired (exp judged with the
 # device clock when its time is known). Every request has a deadline; no valid answer in time
@@ -145,6 +146,8 @@ def _why_not(doc, dev, nonce, token, now):
         return "malformed allowance"
     if not _int(doc.get("bal_seq", 0)):
         return "malformed bal_seq"
+    if doc.get("rsv") is not None and not isinstance(doc.get("rsv"), bool):
+        return "malformed rsv"
     return None
 
 

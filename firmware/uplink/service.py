@@ -104,7 +104,7 @@ def backend_verifier(key_hex):
 
 class Uplink:
     def __init__(self, cfg, dev, store, on_tariff=None, on_authlist=None, on_command=None, status_fn=None,
-                 state_dir="/flash", verify=None, ssl_ctx=None, link_up=None):
+                 state_dir="/flash", verify=None, ssl_ctx=None, link_up=None, room=None):
         ucfg = dict(DEFAULTS)
         ucfg.update(cfg.get("uplink") or {})
         self.cfg = ucfg
@@ -133,7 +133,11 @@ class Uplink:
         self.forwarder.verify = self.auth.verify = verify  # acks and auth answers: the same pinned key
         self.downlink = Downlink(dev, verify, state_dir + "/uplink.json",
                                  on_tariff or _refuse, on_authlist or _refuse, on_command or _refuse,
-                                 self.events.add, _stage_dir(state_dir), ucfg["max_doc_bytes"])
+                                 self.events.add, _stage_dir(state_dir), ucfg["max_doc_bytes"], room=room)
+        self._room = room  # room(need) -> bool: the journal's flash reserve (journal.room)
+        from uplink.spool import clean
+
+        clean(state_dir)  # spooled documents a reboot cut off
         self._inbox = []
         self._state_dir = state_dir
         self._spools = 0
@@ -272,7 +276,7 @@ class Uplink:
 
         self._spools += 1
         path = "%s/down%d.jws" % (self._state_dir, self._spools & 1)
-        return open_spool(path, size, lambda spool: self._on_message(topic, spool, 0))
+        return open_spool(path, size, lambda spool: self._on_message(topic, spool, 0), self._room)
 
     def _apply_downlinks(self):
         while self._inbox:
@@ -298,7 +302,7 @@ class Uplink:
             return
         if self._status_at and now - self._status_at < self.cfg["status_s"] * 1000 and self.forwarder.pending_count():
             return  # while a backlog drains, status goes out at most every status_s
-        payload = _status.status_payload(self.status_fn, self.store, self.downlink.versions())
+        payload = _status.status_payload(self.status_fn, self.store, self.downlink.versions(), self.downlink.progress())
         await self.conn.publish(self._t["status"], payload, retain=True)
         self._status_dirty = False
         self._status_at = now

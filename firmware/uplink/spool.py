@@ -78,10 +78,24 @@ class Spool:
         return "<spool %s %d/%d>" % (self.path, self.got, self.size)
 
 
-def open_spool(path, size, done):
-    """A Spool, or None when flash cannot take it (logged; the document is then reported)."""
+def open_spool(path, size, done, room=None):
+    """A Spool, or None when flash cannot take it, or only by eating into the journal's reserve
+    (room(need) false): logged, and the document is then reported."""
+    if room is not None and not room(2 * size):  # the JWS and its decoded payload, side by side
+        log.warn("down", "no room to spool %d bytes (the journal's reserve is kept)" % size)
+        return None
     try:
         return Spool(path, size, done)
     except OSError as exc:
         log.warn("down", "cannot spool %d bytes to %s: %s" % (size, path, exc))
         return None
+
+
+def clean(state_dir):
+    """Remove spooled documents a reboot left behind (down0.jws, down1.jws.json, ...)."""
+    for i in (0, 1):
+        for p in ("%s/down%d.jws" % (state_dir, i), "%s/down%d.jws.json" % (state_dir, i)):
+            try:
+                os.remove(p)
+            except OSError:
+                pass

@@ -2,7 +2,9 @@
 #
 # Status (retained, QoS 1; the last will {"online": false} replaces it when the device
 # vanishes): what the owner's status_fn() reports (state, fw, public key, ...) plus the
-# uplink's own view: last seq, acked seq, records pending, journal use, downlink versions.
+# uplink's own view: last seq, acked seq, records pending, journal use, downlink versions (the
+# list's is the one committed with it) and, while it matters, the list version being collected
+# or the last one refused: what the backend needs to republish (backend/converge.py).
 # Events (rejected cards, faults, rejected downlinks) wait in a small RAM queue while offline;
 # when it is full the oldest goes, and the next event says how many were dropped.
 import json
@@ -16,7 +18,7 @@ _EVENT_QUEUE = const(16)
 WILL = b'{"online":false}'
 
 
-def status_payload(status_fn, store, versions):
+def status_payload(status_fn, store, versions, downlink=None):
     doc = {}
     if status_fn is not None:
         doc.update(status_fn())
@@ -30,6 +32,8 @@ def status_payload(status_fn, store, versions):
         use = store.usage()  # the journal's (bytes used, bytes max, records pending)
         doc["journal"] = {"used": use[0], "max": use[1]} if isinstance(use, tuple) else use
     doc["versions"] = versions
+    if downlink:  # a list version being collected ({"ver", "got", "parts"}), the last one refused ({"ver", "reason"})
+        doc["downlink"] = downlink
     doc["t"], doc["tq"] = clock.now()
     return json.dumps(doc).encode()
 

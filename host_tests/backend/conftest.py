@@ -53,8 +53,8 @@ def device_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def charger(device_dir) -> Made:
-    """Twelve chained records from the firmware's own record builder and key."""
-    return make_device(device_dir, "evc-a1", 12, TOKENS)
+    """Twelve chained records from the firmware's own record builder and key; TOKENS[0] is prepaid."""
+    return make_device(device_dir, "evc-a1", 12, TOKENS, prepaid=(TOKENS[0],))
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ def test_answers(tmp_path):
     assert ask(KNOWN) == {**base, "token": KNOWN, "ok": True, "status": "accepted", "contract": "FLEET",
                           "exp": NOW + 3600, "allowance": None, "bal_seq": 0}
     assert ask(PREPAID) == {**base, "token": PREPAID, "ok": True, "status": "accepted", "contract": "PRE",
-                            "exp": NOW + 3600, "allowance": 750, "bal_seq": 41}  # the balance includes dev-1 up to 41
+                            "exp": NOW + 3600, "allowance": 750, "bal_seq": 41, "rsv": True}  # all of it reserved
+    assert ask(PREPAID)["ok"] is False  # nothing left to reserve (backend/prepaid.py; host_tests/prepaid)
     assert ask(SOON)["exp"] == NOW + 600  # never cached past the card's own expiry
     assert ask(BLOCKED)["ok"] is False and ask(BLOCKED)["exp"] == NOW + 300  # refusals are asked about again soon
     empty = ask(EMPTY)
