@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from backend.billing import cli as billing_cli
+from backend.billing import doc_cli
+
 DEFAULT_DB = "backend.db"
 DEFAULT_KEYS = "backend-keys"
 
@@ -78,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--token")
     who.add_argument("--uid", help="card UID in hex (token computed with the site secret)")
     credit.add_argument("amount", type=int, help="minor units")
+    billing_cli.add_card_assign(card, leaf)
 
     cmd = sub.add_parser("cmd", help="commands").add_subparsers(dest="action", required=True)
     stop = leaf(cmd, "stop", "remote stop of the running session")
@@ -117,8 +121,9 @@ def parser() -> argparse.ArgumentParser:
     bfiles.add_argument("--keyfile", default="/etc/mosquitto/certs/server.key", help="its private key (PEM)")
     bfiles.add_argument("--cafile", default="/etc/mosquitto/certs/ca.crt", help="the CA that signed it (PEM)")
 
-    export = leaf(sub, "export", "sessions as CSV or OCPI 2.2.1 CDR JSON")
-    export.add_argument("--format", choices=("csv", "ocpi-cdr"), default="csv")
+    export = leaf(sub, "export", "sessions as CSV, OCPI 2.2.1 CDR JSON or S.A.F.E. transparency XML")
+    export.add_argument("--format", choices=("csv", "ocpi-cdr", "safe-xml"), default="csv")
+    doc_cli.add_export_options(export)
     export.add_argument("--from", dest="start", type=_epoch, help="sessions starting at or after (epoch or ISO)")
     export.add_argument("--to", dest="end", type=_epoch, help="sessions starting before (epoch or ISO)")
     export.add_argument("--device")
@@ -136,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
     accept.add_argument("device")
     accept.add_argument("through", type=int, help="the last lost seq (a record must wait at THROUGH+1)")
     accept.add_argument("--reason", required=True, help="why, for the audit trail (e.g. the device's quarantine event)")
+    # customer, contract, billing, invoice, refund (backend/billing/cli.py); the groups take more actions
+    billing_groups = billing_cli.add_parsers(sub, leaf)
+    doc_cli.add_parsers(sub, leaf, billing_groups["invoice"])  # invoice pdf|xml, credit-note pdf|xml
     return top
 
 
@@ -151,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     from backend import commands  # heavy imports only after argument errors had their chance
 
     try:
+        if doc_cli.handles(args):
+            return doc_cli.run(args)
+        if billing_cli.handles(args):
+            return billing_cli.run(args)
         if args.broker_ca or args.broker_password_file:
             from backend.mqtt import with_options
 

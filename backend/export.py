@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from backend.models import Device, Session
@@ -33,17 +33,55 @@ def iso(t: int) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def select_sessions(sessions: sessionmaker, start: int | None, end: int | None, device: str | None) -> Iterator[tuple[Session, Device]]:
-    q = select(Session, Device).join(Device, Device.id == Session.dev).order_by(Session.dev, Session.seq)
-    if start is not None:
-        q = q.where(Session.start_t >= start)
-    if end is not None:
-        q = q.where(Session.start_t < end)
-    if device is not None:
-        q = q.where(Session.dev == device)
-    with sessions() as db:
-        for s, d in db.execute(q).yield_per(500):
-            yield s, d
+@dataclass(frozen=True)
+class Selection:
+    """The sessions an export names, iterated as (Session, Device). The CDR export adds a credit
+    CDR for each session a credit note (backend/billing/refunds.py) credited, issued in the same
+    time range."""
+
+    sessions: sessionmaker
+    start: int | None
+    end: int | None
+    device: str | None
+
+    def __iter__(self) -> Iterator[tuple[Session, Device]]:
+        q = select(Session, Device).join(Device, Device.id == Session.dev).order_by(Session.dev, Session.seq)
+        if self.start is not None:
+            q = q.where(Session.start_t >= self.start)
+        if self.end is not None:
+            q = q.where(Session.start_t < self.end)
+        if self.device is not None:
+            q = q.where(Session.dev == self.device)
+        with self.sessions() as db:
+            for s, d in db.execute(q).yield_per(500):
+                yield s, d
+
+    def credits(self) -> Iterator[tuple[Session, Device, dict]]:
+        """(session, device, {n, number, net, tax, issued_at}) per credit note and session; n counts
+        the session's credits (1, 2, ...) over all time, so a credit CDR's id never changes."""
+        from backend.models import Invoice, InvoiceLine  # noqa: PLC0415 - billing tables
+
+        q = (select(InvoiceLine.dev, InvoiceLine.seq, Invoice.number, Invoice.issued_at,
+                    func.sum(InvoiceLine.net), func.sum(InvoiceLine.tax))
+             .join(Invoice, Invoice.number == InvoiceLine.invoice)
+             .where(Invoice.kind == "credit_note", InvoiceLine.kind == "refund", InvoiceLine.dev.is_not(None))
+             .group_by(InvoiceLine.dev, InvoiceLine.seq, Invoice.number, Invoice.issued_at, Invoice.series, Invoice.seq)
+             .order_by(InvoiceLine.dev, InvoiceLine.seq, Invoice.series, Invoice.seq))
+        if self.device is not None:
+            q = q.where(InvoiceLine.dev == self.device)
+        with self.sessions() as db:
+            n, last = 0, None
+            for dev, seq, number, issued_at, net, tax in db.execute(q).all():
+                n = n + 1 if (dev, seq) == last else 1
+                last = (dev, seq)
+                if (self.start is not None and issued_at < self.start) or (self.end is not None and issued_at >= self.end):
+                    continue
+                s, d = db.get(Session, (dev, seq)), db.get(Device, dev)
+                yield s, d, {"n": n, "number": number, "net": int(net), "tax": int(tax), "issued_at": issued_at}
+
+
+def select_sessions(sessions: sessionmaker, start: int | None, end: int | None, device: str | None) -> Selection:
+    return Selection(sessions, start, end, device)
 
 
 def to_csv(rows: Iterator[tuple[Session, Device]], out: io.TextIOBase) -> int:
@@ -102,12 +140,27 @@ def cdr(s: Session, d: Device, party: Party) -> dict:
     return out
 
 
+def credit_cdr(s: Session, d: Device, party: Party, credit: dict) -> dict:
+    """OCPI 2.2.1 Credit CDR: the original's data with `credit`, `credit_reference_id` (the
+    original CDR's id) and the credited amounts, negative, as total_cost (all of the original's
+    for a full refund; the part refunded for a partial one)."""
+    out = cdr(s, d, party)
+    out.update(id=f"{s.dev}-{s.seq}-C{credit['n']}", credit=True, credit_reference_id=f"{s.dev}-{s.seq}",
+               invoice_reference_id=credit["number"], last_updated=iso(credit["issued_at"]),
+               total_cost={"excl_vat": _money(credit["net"], s.currency),
+                           "incl_vat": _money(credit["net"] + credit["tax"], s.currency)})
+    return out
+
+
 def to_cdrs(rows: Iterator[tuple[Session, Device]], out: io.TextIOBase, party: Party = Party()) -> int:
-    """A JSON array of CDRs, streamed one object at a time."""
+    """A JSON array of CDRs, streamed one object at a time (then the credit CDRs of a Selection)."""
     out.write("[")
     n = 0
     for s, d in rows:
         out.write(("," if n else "") + "\n" + json.dumps(cdr(s, d, party)))
+        n += 1
+    for s, d, credit in rows.credits() if isinstance(rows, Selection) else ():
+        out.write(("," if n else "") + "\n" + json.dumps(credit_cdr(s, d, party, credit)))
         n += 1
     out.write("\n]\n")
     return n

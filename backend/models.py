@@ -209,3 +209,143 @@ class TariffSource(Base):
     dev: Mapped[str] = mapped_column(String(32), primary_key=True)
     contract: Mapped[str] = mapped_column(String(64), primary_key=True)
     ocpi: Mapped[str] = mapped_column(Text)  # the OCPI 2.2.1 tariff object, JSON
+
+
+# -- billing (#20, backend/billing/): customers, contracts, invoices, receipts, credit notes ----------
+
+
+class Customer(Base):
+    """Who is invoiced: a driver or a company/fleet."""
+
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # driver | company
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(Text)  # street lines as printed, "\n"-separated
+    postcode: Mapped[str] = mapped_column(String(16))
+    city: Mapped[str] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2))  # ISO 3166-1 alpha-2
+    vat_id: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(254))
+    language: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Contract(Base):
+    """A contract id as the card list and the signed records carry it; its terms are versioned."""
+
+    __tablename__ = "contracts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ContractVersion(Base):
+    """Terms from valid_from on (until the next version, and never at or after valid_to): a session
+    is billed under the version valid at its start."""
+
+    __tablename__ = "contract_versions"
+    contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    tariff_id: Mapped[str | None] = mapped_column(String(64))
+    cycle: Mapped[str] = mapped_column(String(16))  # per_session | weekly | monthly
+    payment_days: Mapped[int] = mapped_column(Integer)
+    discounts: Mapped[str] = mapped_column(Text)  # JSON list, backend/billing/terms.py
+    late_fee: Mapped[int] = mapped_column(BigInteger)  # minor units once an invoice is overdue; 0: none
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CardOwner(Base):
+    """A card (token) belongs to a customer from valid_from on; contract_id: the contract its
+    sessions are billed under when the signed record names none."""
+
+    __tablename__ = "card_owners"
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    valid_from: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    contract_id: Mapped[str | None] = mapped_column(ForeignKey("contracts.id"))
+    assigned_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class NumberSeries(Base):
+    """The last number issued per series ("INV-2026"): locked in the transaction that issues."""
+
+    __tablename__ = "number_series"
+    series: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last: Mapped[int] = mapped_column(BigInteger)
+
+
+class Invoice(Base):
+    """An issued document: invoice, receipt or credit note (refers_to: what it corrects). Never
+    changed after issue except paid_at and late_fee_by; buyer/seller are snapshots (JSON)."""
+
+    __tablename__ = "invoices"
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # invoice | receipt | credit_note
+    series: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    contract_id: Mapped[str | None] = mapped_column(String(64))
+    contract_ver: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[int | None] = mapped_column(BigInteger)  # epoch s, inclusive
+    period_end: Mapped[int | None] = mapped_column(BigInteger)  # epoch s, exclusive
+    due_at: Mapped[int | None] = mapped_column(BigInteger)
+    billing_period: Mapped[str] = mapped_column(String(7))  # the run's YYYY-MM ("" for credit notes)
+    refers_to: Mapped[str | None] = mapped_column(ForeignKey("invoices.number"), index=True)
+    buyer: Mapped[str] = mapped_column(Text)
+    seller: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(2))
+    total_net: Mapped[int] = mapped_column(BigInteger)
+    total_tax: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(Text)
+    payment_terms: Mapped[str] = mapped_column(String(255))
+    paid_at: Mapped[int | None] = mapped_column(BigInteger)
+    late_fee_by: Mapped[str | None] = mapped_column(String(32))  # the invoice that charged its late fee
+
+
+Index("ix_invoices_series_seq", Invoice.series, Invoice.seq, unique=True)
+
+
+class InvoiceLine(Base):
+    """A line as printed; dev/seq/record_hash name the session a session, discount or refund line is about."""
+
+    __tablename__ = "invoice_lines"
+    invoice: Mapped[str] = mapped_column(ForeignKey("invoices.number"), primary_key=True)
+    pos: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # session | discount | fee | refund
+    description: Mapped[str] = mapped_column(String(255))
+    net: Mapped[int] = mapped_column(BigInteger)
+    vat_bp: Mapped[int | None] = mapped_column(Integer)
+    tax: Mapped[int] = mapped_column(BigInteger)
+    dev: Mapped[str | None] = mapped_column(String(32))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    record_hash: Mapped[str | None] = mapped_column(String(64))
+    main: Mapped[bool] = mapped_column(Boolean, default=False)  # the line that carries the session reference
+
+
+Index("ix_invoice_lines_session", InvoiceLine.dev, InvoiceLine.seq)
+
+
+class BilledSession(Base):
+    """A session is billed once (this primary key); amount: what its document charged for it after
+    discounts, gross; refunded: credited so far. Refunds lock this row."""
+
+    __tablename__ = "billed_sessions"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    invoice: Mapped[str] = mapped_column(ForeignKey("invoices.number"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BillingSetting(Base):
+    """Operator settings of billing (the seller's details, automatic refund rules): JSON values."""
+
+    __tablename__ = "billing_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -10,8 +10,17 @@ Scenario "day" (two chargers, device time 60x, evening in Berlin, time-of-day ta
 Scenario "short" (the test suite's): one charger, one postpaid session, one power cut, one
 remote stop.
 
+Both scenarios register billing customers once the card list is out (backend/billing: a fleet
+whose contract FLEET the postpaid card's records carry, with 10 % off per invoice; a prepaid
+driver whose card is assigned to a per-session contract; an ad-hoc driver who owns the unknown
+card and has no contract) and end with a billing run over the month of the simulated day, as the
+operator runs it after the month ends, and one refund (a credit note for one fleet session). Every
+document goes to WORK/invoices/ as PDF/A-3 (invoices and the credit note with the EN 16931 XML
+embedded), with the day's sessions as S.A.F.E. XML; the report lists them with their totals.
+
 Exit 0 only when every record verified, none is missing or duplicated, nothing went to the
-anomalies, and every prepaid balance adds up.
+anomalies, every prepaid balance adds up, and every charged session is billed once with totals
+equal to its signed record's.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ from pathlib import Path
 
 from sim.world import Card, World, b64url_json, card_token, tou_tariff
 
-POSTPAID = Card("postpaid", bytes.fromhex("04A1B2C3D4E5F6"), contract="FLEET")
+POSTPAID = Card("postpaid", bytes.fromhex("04A1B2C3D4E5F6"), contract="FLEET")  # the fleet's contract id
 PREPAID = Card("prepaid", bytes.fromhex("04C0FFEE123456"), balance=300)
 BLOCKED = Card("blocked", bytes.fromhex("DEADBEEF"), status="blocked")
 UNKNOWN = Card("unknown", bytes.fromhex("0A0B0C0D"))
@@ -135,6 +144,7 @@ def _play_day(world: World) -> None:
     world.push_cards([POSTPAID, PREPAID, BLOCKED])  # card lists are not retained: push to connected chargers
     for c in world.chargers.values():
         c.wait(r"down: authlist ver \d+ applied", timeout=60)
+    register_customers(world)
     tariff_ready = threading.Event()
     errors: list[BaseException] = []
 
@@ -166,6 +176,7 @@ def _play_short(world: World) -> None:
     c.wait(r"tariff: tariff document version \d+ applied", timeout=60)
     world.push_cards([POSTPAID])
     c.wait(r"down: authlist ver \d+ applied", timeout=60)
+    register_customers(world)
     c.tap(POSTPAID.uid, r"session: started .* auth=list")
     charge_for(c, 10)
     c.tap(POSTPAID.uid, r"session: record \d+: card")
@@ -175,6 +186,102 @@ def _play_short(world: World) -> None:
 
 
 SCENARIOS = {"day": _play_day, "short": _play_short}
+
+SELLER = dict(name="EVC Musterstadt GmbH", address="Ladestraße 1", postcode="12345", city="Musterstadt", country="DE",
+              vat_id="DE123456789", email="billing@evc-musterstadt.example")
+
+
+def register_customers(world: World) -> None:
+    """The operator's billing setup, as `billing seller`, `customer add`, `contract add` and `card
+    assign` do it (in-process: eight CLI start-ups would cost the day seconds)."""
+    import datetime as dt
+
+    from backend.billing import registry
+    from backend.db import open_db
+
+    sessions = open_db(world.backend.db)
+    device_now = int(time.time()) + world.offset  # the chargers' clock starts here (then runs faster)
+    since = device_now - device_now % 86400 - 86400  # contracts valid from the day before the simulated day
+    registry.set_seller(sessions, **SELLER)
+    people = [("fleet", "company", "Musterfleet Logistik GmbH", "DE987654321", "de"),
+              ("anna", "driver", "Anna Prepaid", None, "en"),
+              ("walk-in", "driver", "Walk-in Driver", None, "en")]
+    for cid, kind, name, vat_id, lang in people:
+        registry.add_customer(sessions, cid, kind=kind, name=name, address="Hauptstraße 7", postcode="12345",
+                              city="Musterstadt", country="DE", vat_id=vat_id, email=f"{cid}@example.com",
+                              language=lang, currency="EUR")
+    registry.add_contract(sessions, POSTPAID.contract, "fleet", cycle="monthly", payment_days=14, late_fee=500,
+                          tariff_id=None, valid_from=since, valid_to=None, rules=["percent:1000:invoice"])
+    registry.add_contract(sessions, "ANNA-PREPAID", "anna", cycle="per_session", payment_days=0, late_fee=0,
+                          tariff_id=None, valid_from=since, valid_to=None, rules=[])
+    registry.assign_card(sessions, card_token(world.secret, POSTPAID.uid), "fleet")
+    registry.assign_card(sessions, card_token(world.secret, PREPAID.uid), "anna", "ANNA-PREPAID")
+    registry.assign_card(sessions, card_token(world.secret, UNKNOWN.uid), "walk-in")  # no contract: receipts
+    world.say(f"billing: seller, 3 customers, 2 contracts valid from {dt.datetime.fromtimestamp(since, dt.timezone.utc):%Y-%m-%d}")
+
+
+def bill(world: World, work: Path) -> tuple[bool, list[str]]:
+    """The billing run over the month of the simulated day, one refund, every document as PDF in
+    work/invoices/; (ok, report lines). The run happens as the operator's would, after the month
+    ended: its clock is the month's end plus an hour (records carry the chargers' time)."""
+    import datetime as dt
+
+    from backend.billing import doc_cli
+    from backend.billing.document import Brand
+    from backend.billing.issued import document_for
+    from backend.billing import registry
+    from backend.billing.refunds import Refunds
+    from backend.billing.runs import Runner, money, period_bounds
+    from backend.db import open_db
+    from backend.models import BilledSession, Session
+
+    t0 = time.monotonic()
+    sessions = open_db(world.backend.db)
+    problems: list[str] = []
+    with sessions() as db:
+        rows = {(r.dev, r.seq): r for r in db.query(Session)}
+    if not rows:
+        return False, ["PROBLEM: billing: no sessions stored"]
+    last = max(r.start_t for r in rows.values())
+    period = dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime("%Y-%m")
+    at = period_bounds(period)[1] + 3600
+    clock = lambda: at  # noqa: E731
+    result = Runner(sessions, clock).run(period)
+    with sessions() as db:
+        fleet = [n for n in result.issued if document_for(db, n).customer_ref == "fleet"]
+    numbers = list(result.issued)
+    if fleet:  # one refund: the fleet's last session, in full
+        with sessions() as db:
+            s = document_for(db, fleet[0]).sessions[-1]
+        numbers.append(Refunds(sessions, lambda: at + 86400).refund(fleet[0], [(s.dev, s.seq)], note="Goodwill refund."))
+    else:
+        problems.append("billing: no fleet invoice issued")
+    folder = work / "invoices"
+    folder.mkdir(parents=True, exist_ok=True)
+    with sessions() as db:
+        brand = Brand(seller=registry.seller(db), footer=f"{SELLER['name']} · Amtsgericht Musterstadt HRB 1234",
+                      extra={"timezone": "Europe/Berlin"})
+        billed = {(b.dev, b.seq): b.invoice for b in db.query(BilledSession)}
+    lines = ["", f"billing run {period} (as at {dt.datetime.fromtimestamp(at, dt.timezone.utc):%Y-%m-%d %H:%M} UTC), "
+             f"documents in {folder}:"]
+    for number in numbers:
+        doc, pdf, what = doc_cli.render(sessions, number, "pdf", brand=brand)
+        doc_cli.write_file(folder / f"{number}.pdf", pdf)
+        signed = sum(rows[(x.dev, x.seq)].cost_incl for x in doc.sessions)
+        billed_gross = sum(x.gross for x in doc.lines if x.kind == "session")
+        if doc.kind != "credit_note" and billed_gross != signed:
+            problems.append(f"{number}: session lines {billed_gross} != signed totals {signed}")
+        n = len(doc.sessions)
+        lines.append(f"  {number:<16} {doc.kind:<11} {doc.buyer.name[:26]:<26} {n:>2} session{'' if n == 1 else 's'} "
+                     f"{money(doc.total_gross, doc.currency):>12}  {what}")
+    for key, r in sorted(rows.items()):
+        if r.cost_incl > 0 and key not in billed:
+            problems.append(f"{key[0]} seq {key[1]}: charged {r.cost_incl} but on no document")
+    data, n = doc_cli.safe_export(sessions, None, None, None, None)
+    doc_cli.write_file(folder / "sessions-safe.xml", data)
+    lines.append(f"  sessions-safe.xml: {n} sessions for the S.A.F.E. transparency software")
+    lines.append(f"  (billing, refund and rendering took {time.monotonic() - t0:.1f} s)")
+    return not problems, lines + [f"PROBLEM: {p}" for p in problems]
 
 
 def _synced(world: World, timeout: float = 90) -> dict[str, int]:
@@ -292,6 +399,12 @@ def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None
     finally:
         _write_out(world, work)
         world.stop()
+    if failure is None:  # billing needs only the database: the chargers are off by now
+        try:
+            billed, more = bill(world, work)
+        except Exception as exc:  # noqa: BLE001
+            failure, billed, more = exc, False, [f"PROBLEM: billing stopped: {exc!r}"]
+        ok, lines = ok and billed, lines + more
     print(f"\n== sim report: scenario {scenario}, {time.monotonic() - t0:.0f} s ==")
     print("\n".join(lines))
     print("sim: OK" if ok else "sim: FAILED")

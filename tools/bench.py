@@ -1,7 +1,7 @@
 """Run the project's benchmarks, print one table, write docs/benchmarks.md.
 
 Each module in bench/ (one per part: meter, nfc, pricing, journal, crypto, charger, uplink,
-backend) has `TITLE` and `run() -> list[Row]`. Comparisons are measured in the same run
+backend, billing, payments) has `TITLE` and `run() -> list[Row]`. Comparisons are measured in the same run
 and printed side by side. `--only NAME` runs some of them.
 """
 from __future__ import annotations
