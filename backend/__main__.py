@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.billing import cli as billing_cli
 from backend.billing import doc_cli
+from backend.payments import cli as pay_cli
 
 DEFAULT_DB = "backend.db"
 DEFAULT_KEYS = "backend-keys"
@@ -144,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     # customer, contract, billing, invoice, refund (backend/billing/cli.py); the groups take more actions
     billing_groups = billing_cli.add_parsers(sub, leaf)
     doc_cli.add_parsers(sub, leaf, billing_groups["invoice"])  # invoice pdf|xml, credit-note pdf|xml
+    pay_cli.add_parsers(sub, leaf)  # pay serve|refund (backend/payments/cli.py)
     return top
 
 
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return doc_cli.run(args)
         if billing_cli.handles(args):
             return billing_cli.run(args)
+        if pay_cli.handles(args):
+            return pay_cli.run(args)
         if args.broker_ca or args.broker_password_file:
             from backend.mqtt import with_options
 

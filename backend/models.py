@@ -349,3 +349,49 @@ class BillingSetting(Base):
     __tablename__ = "billing_settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Payment(Base):
+    """An ad-hoc payment (backend/payments/): a card hold at a gateway for one session. id is the
+    payment's reference: the start command carries it and the session's record names it as its
+    token. state: new (hold asked) -> held -> commanded (start sent) -> started -> captured, or
+    released / failed. captured and refunded in minor units of currency."""
+
+    __tablename__ = "payments"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(16))
+    hold_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    dev: Mapped[str] = mapped_column(String(32), index=True)
+    code: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_held: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)  # the session's record, once it is stored
+    detail: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    deadline_at: Mapped[int] = mapped_column(BigInteger)  # released when the session has not started by then
+
+
+class PaymentCode(Base):
+    """The one-time payment code a charger last announced in its retained status (its idle screen's link)."""
+
+    __tablename__ = "payment_codes"
+    dev: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code: Mapped[str] = mapped_column(String(16))
+    seen_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PaymentRefund(Base):
+    """A refund sent to the gateway: written (pending) before the call, so a retry after a crash uses
+    the same idempotency key (the row's id) and is not paid out twice."""
+
+    __tablename__ = "payment_refunds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # pending | done
+    gateway_ref: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)

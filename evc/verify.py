@@ -292,7 +292,7 @@ def verify_ocmf(text: str, public_key: Any) -> OcmfRecord:
 
 # ---------------------------------------------------------------- session records
 
-AUTHS = {"list", "cache", "online", "offline", "master"}
+AUTHS = {"list", "cache", "online", "offline", "master", "adhoc"}
 STOP_REASONS = {"card", "unplugged", "balance", "limit", "remote", "meter-fault", "power-loss"}
 REQUIRED = ("v", "dev", "seq", "prev", "token", "auth", "contract", "tariff", "start", "stop", "meter",
             "energy_wh", "cost", "flags", "fw", "ocmf")

@@ -195,6 +195,16 @@ def i2c(field, freq=100000):
     return machine.I2C(conf["i2c"], scl=scl, sda=sda, freq=freq)
 
 
+def display_bus():
+    """The display's I2C bus (board_defs "display"; the board's PN532 may share it: a bus, two
+    addresses). 400 kHz: a 1 KiB OLED frame takes ~25 ms on the wire instead of ~100 ms."""
+    return i2c("display", 400000)
+
+
+def display_frames():
+    return None  # frame files are the host board's
+
+
 def spi(field, baudrate=1000000, lsb_first=False):
     """(machine.SPI, chip-select Pin) for a device the board puts on SPI, in mode 0 (what the
     PN532 and the MFRC522 speak); lsb_first shifts each byte least significant bit first (PN532)."""

@@ -19,7 +19,7 @@ include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules (asyn
 require("umqtt.simple")  # micropython-lib: the uplink's MQTT client
 
 # Every firmware package (host_tests/flash checks this list against firmware/).
-for _pkg in ("app", "billing", "crypto", "hal", "journal", "meter", "nfc", "uplink"):
+for _pkg in ("app", "billing", "crypto", "display", "hal", "journal", "meter", "nfc", "uplink"):
     package(_pkg, base_path="../../firmware", opt=3)
 
 # The board layer: one image serves every ESP32 board; /board.txt names the board at run time.

@@ -121,6 +121,35 @@ def nfc_bus(url, bus=None, baudrate=115200, lsb_first=False):
     raise ValueError("unknown reader bus %r: uart, i2c or spi" % (bus,))
 
 
+class _QuietI2c:
+    """A display bus nobody watches: every address acknowledges, every write is taken."""
+
+    def writeto(self, addr, buf, stop=True):
+        return len(buf)
+
+
+def display_bus():
+    """The display's I2C bus: $EVC_DISPLAY_I2C (tcp://) reaches an emulated display through the
+    I2C bridge (sim/ssd1306_emu.py, sim/hd44780_emu.py); without it, a bus that takes every write
+    (the frames still reach $EVC_DISPLAY_DIR: display_frames)."""
+    url = os.getenv("EVC_DISPLAY_I2C")
+    if url:
+        from i2c_bridge import I2cBridge
+
+        return I2cBridge(url)
+    return _QuietI2c()
+
+
+def display_frames():
+    """Every frame the display draws as a file in $EVC_DISPLAY_DIR (display_files.py), or None."""
+    folder = os.getenv("EVC_DISPLAY_DIR")
+    if not folder:
+        return None
+    from display_files import FrameFiles
+
+    return FrameFiles(folder)
+
+
 class Pin:
     """A pin backed by ROOT/pins/NAME: writes for outputs, reads for inputs."""
 

@@ -6,8 +6,9 @@
 include("$(MPY_DIR)/extmod/asyncio")
 require("umqtt.simple")
 
-for _pkg in ("app", "billing", "crypto", "hal", "journal", "meter", "nfc", "uplink"):
+for _pkg in ("app", "billing", "crypto", "display", "hal", "journal", "meter", "nfc", "uplink"):
     package(_pkg, base_path="../../firmware", opt=3)
 
-for _mod in ("board.py", "blockdev.py", "serial_posix.py", "tcp_bridge.py", "spi_bridge.py", "i2c_bridge.py", "hostlink.py"):
+for _mod in ("board.py", "blockdev.py", "serial_posix.py", "tcp_bridge.py", "spi_bridge.py", "i2c_bridge.py", "hostlink.py",
+             "display_files.py"):
     module(_mod, base_path=".", opt=3)

@@ -141,6 +141,7 @@ async def run(cfg, dev, watchdog, root=None):
     relay.off()  # stays open until recovery has decided
     feedback = Feedback(pins)
     uplink = None
+    display = None  # the screen's panel (display/panel.py), built after the controller
     from hal import net
 
     link = net.Link(cfg["net"])  # WLAN or Ethernet, as the board and net.iface say; its task starts below
@@ -149,6 +150,8 @@ async def run(cfg, dev, watchdog, root=None):
         log.info("event", "%s %s" % (kind, json.dumps(data)))
         if uplink is not None:
             uplink.event(kind, **data)
+        if display is not None:
+            display.event(kind, data)  # refusals stay on screen a few seconds
 
     key = keys.load_or_create(root + "/" + cfg["key_path"])
     p256.comb_table()  # the signing table is built once, before the heap fragments
@@ -187,9 +190,23 @@ async def run(cfg, dev, watchdog, root=None):
 
     authorizer = Authorizer(authlist, cache, ledger, cfg["auth"])
     ctl = Controller(dev, cfg, meter or _NoMeter(), authorizer, tariffs, journal, key, relay, feedback,
-                     pins.get("plug"), ledger, on_event=event,
-                     on_record=lambda seq: uplink.kick() if uplink is not None else None)
+                     pins.get("plug"), ledger, on_event=event, on_record=lambda seq: on_record(seq))
     _heap("controller")
+
+    def on_record(seq):
+        adhoc.renew()  # a new idle period: a new payment code
+        if uplink is not None:
+            uplink.kick()
+        if display is not None and ctl.session is not None:
+            display.finished(seq, ctl.session.fields)  # the total and the receipt's QR code
+
+    from app.adhoc import Adhoc
+
+    # the one-time payment code (app/adhoc.py): in status while idle, on the display's payment link
+    adhoc = Adhoc(cfg["pay_url"], dev, cfg["currency"], lambda: uplink is not None and uplink.kick())
+    ctl.adhoc = adhoc
+    display = _display(cfg, dev, ctl, tariffs)
+    _heap("display")
 
     pubkey_hex = key.public_hex()  # once: status goes out often, the key never changes
 
@@ -197,6 +214,8 @@ async def run(cfg, dev, watchdog, root=None):
         # the uplink adds seq, acked, pending, journal use and the time
         out = {"fw": FW_VERSION, "lag_max_ms": sup.max_lag_ms, "pubkey": pubkey_hex}
         out.update(ctl.status())
+        if adhoc.code is not None and ctl.session is None:
+            out["pay"] = adhoc.code  # the backend checks a driver's payment link against it
         link.report(out)  # link, ip, rssi
         return out
 
@@ -208,6 +227,15 @@ async def run(cfg, dev, watchdog, root=None):
     def on_command(doc):
         if doc.get("cmd") == "stop":
             return ctl.remote_stop()
+        if doc.get("cmd") == "start":  # a confirmed card hold (app/adhoc.py)
+            ref, decision = adhoc.start(doc)
+            if isinstance(decision, str) or ctl.session is not None or ctl.adhoc_start is not None:
+                why = decision if isinstance(decision, str) else "busy"
+                log.warn("adhoc", "start %s refused: %s" % (ref, why))
+                event("refused", {"token": ref, "reason": why})  # the backend releases the hold
+                return False
+            ctl.start_paid(ref, decision)
+            return True
         if doc.get("cmd") == "time":  # the backend's time: accepted while ours is unknown
             from hal import sntp
 
@@ -271,6 +299,8 @@ async def run(cfg, dev, watchdog, root=None):
             log.info("status", "dev=%s state=%s seq=%d pending=%d wh=%d cost=%d lag_max=%dms heap=%d net=%s"
                      % (dev, s["state"], seq, seq - journal.acked_seq(), s.get("wh", 0), s.get("cost", 0),
                         sup.max_lag_ms, gc.mem_alloc(), link.state))
+            if uplink is not None and ctl.session is not None:
+                uplink.kick()  # the running energy and cost in the status: the payment page's live progress
             if _HEAP_REPORT:
                 import micropython
 
@@ -285,6 +315,8 @@ async def run(cfg, dev, watchdog, root=None):
     sup.spawn("control", control_task, stall_ms=30000)
     sup.spawn("status", status_task, stall_ms=3 * _STATUS_MS)
     sup.spawn("feedback", feedback.run, vital=False)
+    if display is not None:
+        sup.spawn("display", lambda: display.run(sup), vital=False)
     from hal import sntp
 
     sntp.start(sup, cfg["time"], link.up)  # the SNTP task (time.ntp) and the clock's time.max_age_s
@@ -296,7 +328,21 @@ async def run(cfg, dev, watchdog, root=None):
     await sup.run()
 
 
-def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root, link_up):
+def _display(cfg, dev, ctl, tariffs):
+    kind = cfg["display"]["type"]
+    if kind == "none":
+        return None
+    from display.panel import Panel, open_driver
+
+    try:
+        driver = open_driver(kind, board.display_bus(), cfg["display"]["addr"])
+    except Exception as exc:  # no display answering: the charger works without one
+        log.error("display", "%s display not usable: %s" % (kind, exc))
+        return None
+    return Panel(driver, ctl, tariffs, dev, cfg["display"], board.display_frames())
+
+
+def _uplink(cfg, dev, journal, status, on_tariff, on_authlist, on_command, root, link_up, room=None):
     if not cfg["uplink"]["broker"]:
         log.warn("uplink", "no broker configured (uplink.broker): records stay in the journal")
         return None

@@ -14,6 +14,7 @@ DEFAULTS = {
     "tz": "UTC0",  # POSIX TZ rule for time-of-day tariffs
     "currency": "EUR",
     "fallback_tariff": None,  # a tariff document (as the device stores one) used while none is stored
+    "pay_url": None,  # ad-hoc payment page (docs/payments.md): the idle screen links URL/DEVICE/CODE; None: off
     "meter": {
         "url": None,  # tcp://host:port, a serial path (host) or uart1 (ESP32)
         "model": "sdm630",
@@ -91,6 +92,12 @@ DEFAULTS = {
         "timeout_ms": 20000,  # one connect attempt: association and DHCP
         "backoff_min_ms": 2000,
         "backoff_max_ms": 60000,
+    },
+    "display": {  # docs/display.md
+        "type": "none",  # none | ssd1306 | sh1106 (128x64 OLED) | hd44780 (20x4 LCD on a PCF8574 backpack)
+        "addr": None,  # I2C address; None: the chip's usual (0x3C OLED, 0x27 backpack)
+        "receipt_url": "https://receipts.example/r",  # the final screen's QR code: URL/dev/seq
+        "final_s": 120,  # how long the total and the receipt code stay up
     },
     "pins": {},  # role -> pin name/number on the board: relay, plug, led_ok, led_fault, buzzer
     "watchdog_ms": 8000,
@@ -201,6 +208,8 @@ SCHEMA = {
     "site_secret": (_OPT_STR, lambda v: v is None or _is_hex(v, 16), "hex string of at least 16 bytes"),
     "tz": (_STR, _tz_rule, "a POSIX TZ rule such as CET-1CEST,M3.5.0,M10.5.0/3"),
     "currency": (_STR, lambda v: len(v) == 3 and v.isupper(), "an ISO 4217 code such as EUR"),
+    "pay_url": (_OPT_STR, lambda v: v is None or (v.startswith("https://") or v.startswith("http://")) and 8 < len(v) <= 96
+                and " " not in v and not v.endswith("/"), "null, or an http(s) URL of at most 96 characters without a final /"),
     "meter.url": (_OPT_STR, lambda v: v is None or _stream_url(v), "tcp://host:port or a UART name/path"),
     "meter.model": (_STR, _meter, "a meter model name"),
     "meter.unit": (None, _int_range(1, 247), "a Modbus slave id 1..247"),
@@ -265,6 +274,11 @@ SCHEMA = {
     "net.timeout_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
     "net.backoff_min_ms": (None, _int_range(100, 60000), "100..60000 ms"),
     "net.backoff_max_ms": (None, _int_range(1000, 3600000), "1000..3600000 ms"),
+    "display.type": (_STR, _one_of("none", "ssd1306", "sh1106", "hd44780"), "none, ssd1306, sh1106 or hd44780"),
+    "display.addr": ((int, type(None)), lambda v: v is None or _int_range(0x08, 0x77)(v), "null or a 7-bit I2C address 8..119"),
+    "display.receipt_url": (_STR, lambda v: (v.startswith("https://") or v.startswith("http://")) and 8 < len(v) <= 96
+                            and " " not in v, "an http(s) URL of at most 96 characters (the QR code holds 180 bytes)"),
+    "display.final_s": (None, _int_range(5, 3600), "5..3600 s"),
     "pins": ((dict,), lambda v: _keys_in(v, PIN_ROLES) and all(_pin(p) for p in v.values()), "role -> pin name or number"),
     "watchdog_ms": (None, _int_range(1000, 120000), "1000..120000 ms"),
     "fallback_tariff": ((dict, type(None)), lambda v: v is None or _tariff_doc(v),

@@ -117,6 +117,7 @@ class Controller:
         self.refusal = None  # why new sessions are refused (journal full), for status
         self.hold = None  # why no session may start yet ("recovering": sessions of a power cut still open)
         self._stop_request = None
+        self.adhoc_start = None  # (token, Decision): a paid ad-hoc start the next tick performs (app/adhoc.py)
         self.relay.off()
 
     # ---- state --------------------------------------------------------------------------
@@ -157,6 +158,10 @@ class Controller:
         if self.state in (AUTHORIZING, FINISHING):
             return
         await self._try_start(token)
+
+    def start_paid(self, token, decision):
+        """An ad-hoc start (a confirmed card hold): taken by the next tick, like a tap."""
+        self.adhoc_start = (token, decision)
 
     def remote_stop(self):
         if self.session is not None:
@@ -221,7 +226,15 @@ class Controller:
         """Periodic checks (about once a second): stop requests, unplug, meter fault, checkpoints."""
         s = self.session
         now = clock.monotonic_ms()
+        if s is not None and self.adhoc_start is not None:  # a tapped card came first: the paid start is off
+            self.on_event("refused", {"token": self.adhoc_start[0], "reason": "busy"})
+            self.adhoc_start = None
         if s is None:
+            if self.adhoc_start is not None and self.state in (IDLE, FAULTED):
+                token, decision = self.adhoc_start
+                self.adhoc_start = None
+                await self._try_start(token, decision)
+                return
             if self.state == IDLE and self.meter.fresh() is None and self.meter.last is not None:
                 self._set_state(FAULTED)
             return
@@ -298,6 +311,10 @@ class Controller:
             doc = start_doc(token, decision, tariff, tset.ver, epoch, tq, reading)
             s = Session(sid, doc, tariff, reading.baseline, mono)
             s.pricer = Pricer(tariff, tset.tz, epoch, reading.energy_wh, tq, self.s_cfg["unplug_power_w"])
+            if s.auth == "adhoc" and s.pricer.running_cost()[1] >= s.cap_cost:
+                log.info("session", "ad-hoc start refused: the hold does not cover the session fee")
+                self.on_event("refused", {"token": token, "reason": "hold"})
+                return
             if s.available is not None and s.pricer.running_cost()[1] >= s.available:
                 # the session fee alone would take the prepaid balance past zero
                 log.info("session", "card rejected: balance")
@@ -311,6 +328,8 @@ class Controller:
             log.info("session", "started %s auth=%s tariff=%s at %d Wh" % (sid, s.auth, tariff.id, s.start_wh))
             self._feedback("accepted")
             self._set_state(CHARGING)
+            if s.auth == "adhoc":  # the backend's payment waits for this (backend/payments/)
+                self.on_event("started", {"token": token, "auth": "adhoc", "cap": s.cap_cost})
         finally:
             if self.session is None and self.state == AUTHORIZING:
                 # a refused tap does not clear a meter fault: the meter does (on_reading)

@@ -8,7 +8,7 @@ from billing import ocmf
 from crypto import canon
 
 VERSION = 1
-AUTHS = ("list", "cache", "online", "offline", "master")
+AUTHS = ("list", "cache", "online", "offline", "master", "adhoc")
 STOP_REASONS = ("card", "unplugged", "balance", "limit", "remote", "meter-fault", "power-loss")
 QUALITIES = ("S", "I", "U")
 _HEX = "0123456789abcdef"

@@ -27,7 +27,7 @@ KEEP_SOURCE = {"/main.py", "/boot.py"}
 BOARD_LAYERS = {
     "esp32": ["board.py", "board_defs.py", "board_chips.py", "pincheck.py"],
     "host": ["board.py", "blockdev.py", "serial_posix.py", "tcp_bridge.py", "spi_bridge.py", "i2c_bridge.py",
-             "hostlink.py"],
+             "hostlink.py", "display_files.py"],
 }
 # micropython-lib packages the firmware imports: import name -> files under lib/.
 LIBRARIES = {"umqtt.simple": ["umqtt/simple.py"]}
