@@ -137,6 +137,16 @@ class Refunds:
                                          record_hash=s.hash, main=i == 0))
             before = b.refunded
             b.refunded += gross
+            if s.auth == "adhoc":  # paid by card through a gateway hold: the card gets it back, in this transaction
+                from backend.payments.service import PaymentError, queue_refund
+
+                try:
+                    queued = queue_refund(db, s.dev, s.seq, gross, int(self.clock()))
+                except PaymentError as exc:  # e.g. refunded at the gateway already (pay refund)
+                    raise BillingError(str(exc)) from None
+                if queued is not None:
+                    notes.append(say(lang, "card_refund", ref=f"{s.dev} #{s.seq}",
+                                     amount=money_in(gross, currency, lang)))
             back = min(b.refunded, s.charged) - min(before, s.charged)
             if back > 0:
                 returned[s.token] += back

@@ -11,6 +11,7 @@ import urllib.parse
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from backend.db import open_db
 from backend.downlink import Downlinks
@@ -23,6 +24,7 @@ from backend.payments.stripe_gateway import StripeGateway
 DEV = "evc-p1"
 CODE = "ABCDEFG2"
 HOLD = 2000
+NOV_10, DEC_1 = 1794268800, 1796083200  # 2026-11-10 and 2026-12-01, 00:00 UTC
 
 
 class Clock:
@@ -271,3 +273,34 @@ def test_billing_refunds_queue_card_refunds_that_the_sweeper_sends(rig):
     rig.service.finish_refunds()  # what the runtime's sweeper does
     rig.service.finish_refunds()
     assert rig.emu.intents[p.hold_id]["amount_refunded"] == 250 and rig.row(p.id).refunded == 250
+
+
+def test_a_credit_note_for_an_adhoc_session_refunds_the_card_through_the_gateway(rig):
+    """billing's refund (backend/billing/refunds.py) of a session paid ad hoc queues the card refund
+    in the credit note's transaction; the sweeper sends it; more than the card paid is refused."""
+    from backend.billing import registry
+    from backend.billing.refunds import Refunds
+    from backend.billing.runs import Runner
+    from backend.billing.terms import BillingError
+    from host_tests.billing.conftest import SELLER
+
+    p = rig.pay()
+    rig.record(p, 11, 900)
+    with rig.sessions.begin() as db:  # a session of November 2026
+        s = db.get(Session, (DEV, 11))
+        s.start_t, s.stop_t = NOV_10, NOV_10 + 60
+    rig.service.sweep()
+    assert rig.row(p.id).captured == 900
+    registry.set_seller(rig.sessions, **SELLER)
+    receipt, = Runner(rig.sessions, clock=lambda: DEC_1 + 3600).run("2026-11").issued
+    refunds = Refunds(rig.sessions, clock=lambda: DEC_1 + 7200)
+    with pytest.raises(BillingError):
+        refunds.refund(receipt, amount=901)
+    cn = refunds.refund(receipt, amount=300)
+    rig.service.finish_refunds()
+    assert rig.emu.intents[p.hold_id]["amount_refunded"] == 300 and rig.row(p.id).refunded == 300
+    with rig.sessions() as db:
+        assert db.scalars(select(PaymentRefund.state).where(PaymentRefund.payment_id == p.id)).all() == ["done"]
+    refunds.refund(receipt)  # the rest
+    rig.service.finish_refunds()
+    assert rig.emu.intents[p.hold_id]["amount_refunded"] == 900 and cn.startswith("CN")
