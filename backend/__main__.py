@@ -11,6 +11,7 @@ from pathlib import Path
 from backend.billing import cli as billing_cli
 from backend.billing import doc_cli
 from backend.payments import cli as pay_cli
+from backend.web import cli as web_cli
 
 DEFAULT_DB = "backend.db"
 DEFAULT_KEYS = "backend-keys"
@@ -146,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     billing_groups = billing_cli.add_parsers(sub, leaf)
     doc_cli.add_parsers(sub, leaf, billing_groups["invoice"])  # invoice pdf|xml, credit-note pdf|xml
     pay_cli.add_parsers(sub, leaf)  # pay serve|refund (backend/payments/cli.py)
+    web_cli.add_parsers(sub, leaf)  # web, user add (backend/web/cli.py)
     return top
 
 
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return billing_cli.run(args)
         if pay_cli.handles(args):
             return pay_cli.run(args)
+        if web_cli.handles(args):
+            return web_cli.run(args)
         if args.broker_ca or args.broker_password_file:
             from backend.mqtt import with_options
 

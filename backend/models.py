@@ -395,3 +395,47 @@ class PaymentRefund(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending | done
     gateway_ref: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- operator dashboard (#22, backend/web/): accounts, login sessions, audit log, query indexes -------
+
+
+class WebUser(Base):
+    """An operator account of the dashboard. role: admin | viewer; pw_hash: argon2id (argon2-cffi)."""
+
+    __tablename__ = "web_users"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pw_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebLogin(Base):
+    """A logged-in browser: id is the SHA-256 of the cookie's random token (a database leak gives
+    no usable cookie); csrf: the token every POST of this login must carry."""
+
+    __tablename__ = "web_logins"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("web_users.name"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """Every dashboard action, who did it and from where; failed logins too (the rate limit counts them)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger)
+    user: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text)
+
+
+Index("ix_audit_log_limit", AuditEntry.action, AuditEntry.user, AuditEntry.ip, AuditEntry.at)
+Index("ix_sessions_dev_start", Session.dev, Session.start_t)
+Index("ix_sessions_contract", Session.contract)
+Index("ix_sessions_token_start", Session.token, Session.start_t)
