@@ -6,9 +6,16 @@ Scenario "day" (two chargers, device time 60x, evening in Berlin, time-of-day ta
              session finishes, both syncing in order when the broker is back.
   charger-2: a prepaid card that runs out mid-session; a tariff update pushed by the backend
              and used by the next session; a power cut mid-session and its recovery.
-  charger-1 also has a session stopped remotely by the backend (`backend cmd stop`).
+  charger-1 also has a session stopped remotely by the backend (`backend cmd stop`), then an
+             ad-hoc session: a driver without a card scans the payment QR code on the idle
+             screen, pays on the payment page with the Stripe gateway EMULATOR's hosted page (a
+             hold of 0.50 EUR), the backend's signed start command starts an `adhoc` session
+             capped at the hold, and the sweeper captures exactly the signed total.
 Scenario "short" (the test suite's): one charger, one postpaid session, one power cut, one
-remote stop.
+remote stop, one ad-hoc session.
+
+Every charger has a 128x64 display; with --out its frames become PNG files in WORK/display/
+(CHARGER-<ms>-<n>.png, ms the host's wall clock when the frame was drawn).
 
 Both scenarios register billing customers once the card list is out (backend/billing: a fleet
 whose contract FLEET the postpaid card's records carry, with 10 % off per invoice; a prepaid
@@ -19,8 +26,9 @@ document goes to WORK/invoices/ as PDF/A-3 (invoices and the credit note with th
 embedded), with the day's sessions as S.A.F.E. XML; the report lists them with their totals.
 
 Exit 0 only when every record verified, none is missing or duplicated, nothing went to the
-anomalies, every prepaid balance adds up, and every charged session is billed once with totals
-equal to its signed record's.
+anomalies, every prepaid balance adds up, every ad-hoc payment captured exactly its record's signed
+total (auth "adhoc"), and every charged session is billed once with totals equal to its signed
+record's.
 """
 from __future__ import annotations
 
@@ -99,6 +107,7 @@ def _charger_1(world: World) -> None:
     world.broker.start()
     c.wait(r"uplink: connected", timeout=60, start=at)
     remote_stop(world, c)
+    adhoc(world, c)
 
 
 def _charger_2(world: World, tariff_ready: threading.Event) -> None:
@@ -124,6 +133,7 @@ def power_cut(world: World, c) -> None:
     time.sleep(0.5)
     c.boot()
     c.wait(r"session: record \d+: power-loss", timeout=60)
+    time.sleep(1.0)  # the meter's first polls after the boot: a session starts only from a fresh reading
 
 
 def remote_stop(world: World, c) -> None:
@@ -133,6 +143,54 @@ def remote_stop(world: World, c) -> None:
     # the simulated clock is shifted to the evening and runs fast: the command must outlive that shift
     world.backend.cli("cmd", "stop", c.name, "--ttl", str(2 * 86400))
     c.wait(r"session: record \d+: remote", timeout=60)
+
+
+def scan_payment_link(world: World, c, timeout: float = 60) -> str:
+    """What a driver's phone reads off the charger's screen: the QR code of the newest frame, once it
+    is the idle screen's payment link with the code the backend has from the charger's status."""
+    import zxingcpp
+
+    from backend.models import PaymentCode
+    from sim import display
+
+    prefix = f"{world.payments.pay_url}/{c.name}/"
+    deadline = time.monotonic() + timeout
+    link = None
+    while time.monotonic() < deadline:
+        frames = sorted(c.frames.glob("*.vlsb")) if c.frames.exists() else []
+        try:
+            im = display.image(display.read_frame(frames[-1]), scale=4) if frames else None
+        except (ValueError, OSError):  # a frame being written
+            im = None
+        found = zxingcpp.read_barcodes(im, formats=zxingcpp.BarcodeFormat.QRCode) if im is not None else []
+        link = found[0].text if found else None
+        if link and link.startswith(prefix):
+            with world.payments.sessions() as db:
+                row = db.get(PaymentCode, c.name)
+            if row is not None and row.code == link[len(prefix):]:
+                return link
+        time.sleep(0.2)
+    raise TimeoutError(f"{c.name}: no payment QR code with the announced code on the screen (last read: {link})")
+
+
+def adhoc(world: World, c) -> None:
+    pay = world.payments
+    if not world.display:
+        world.say(f"{c.name}: no display, so no payment QR code: no ad-hoc session")
+        return
+    world.say(f"{c.name}: a driver without a card scans the payment QR code and pays by card "
+              f"(hold {pay.hold / 100:.2f} EUR through the Stripe gateway EMULATOR)")
+    link = scan_payment_link(world, c)
+    at = c.mark()
+    pid = pay.pay(link)
+    world.paid.append((c.name, pid))
+    c.wait(r"session: started \S+ auth=adhoc", timeout=60, start=at)
+    seq = c.wait(r"session: record \d+: limit", timeout=120, start=at)
+    deadline = time.monotonic() + 60
+    while (p := pay.payment(pid)).state not in ("captured", "released", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    world.say(f"{c.name}: ad-hoc {seq.split(': ', 1)[1]}; payment {p.state}: {p.captured / 100:.2f} of the "
+              f"{p.amount_held / 100:.2f} EUR hold")
 
 
 def _play_day(world: World) -> None:
@@ -183,6 +241,7 @@ def _play_short(world: World) -> None:
     power_cut(world, c)
     c.wait(r"uplink: connected", timeout=60)
     remote_stop(world, c)
+    adhoc(world, c)
 
 
 SCENARIOS = {"day": _play_day, "short": _play_short}
@@ -375,11 +434,41 @@ def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
                      f"balance {row.balance / 100:.2f} EUR {'ok' if ok else 'MISMATCH'}")
         if not ok:
             problems.append(f"{card.label}: balance {row.balance} != {card.balance} - {spent} (charged {charged})")
+    lines += payments_report(world, {(r.dev, r.seq): r for r in rows}, problems)
     lines.append(f"anomalies: {len(anomalies)}")
     return not problems, lines + [f"PROBLEM: {p}" for p in problems]
 
 
-def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None = None, heap: str | None = None) -> int:
+def payments_report(world: World, stored: dict, problems: list[str]) -> list[str]:
+    """Every ad-hoc payment the drivers made: the hold, what was captured, and its record: captured
+    must equal the record's signed total (never above the hold), the record's auth "adhoc"."""
+    from backend.models import Payment
+
+    with world.payments.sessions() as db:
+        payments = {p.id: p for p in db.query(Payment)}
+    lines = ["", "ad-hoc payments (Stripe gateway EMULATOR):"]
+    for dev, pid in world.paid:
+        p = payments.get(pid)
+        if p is None:
+            problems.append(f"payment {pid[:8]} on {dev}: not stored")
+            continue
+        s = stored.get((p.dev, p.seq)) if p.seq is not None else None
+        lines.append(f"  {dev} seq {p.seq if p.seq is not None else '-'}: payment {pid[:8]} {p.state}, hold "
+                     f"{p.amount_held / 100:.2f}, captured {p.captured / 100:.2f} {p.currency}, record "
+                     f"{'auth ' + s.auth + ', signed total ' + format(s.cost_incl / 100, '.2f') if s else 'missing'}")
+        if p.state != "captured" or s is None:
+            problems.append(f"payment {pid[:8]} on {dev}: {p.state} {p.detail!r}, record {'stored' if s else 'missing'}")
+        elif s.auth != "adhoc" or p.captured != s.cost_incl or p.captured > p.amount_held or s.token != pid:
+            problems.append(f"payment {pid[:8]}: captured {p.captured} of hold {p.amount_held}, record {dev} seq "
+                            f"{p.seq} auth {s.auth} total {s.cost_incl} token {s.token[:8]}")
+    if not world.paid:
+        lines.append("  none")
+    return lines
+
+
+def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None = None, heap: str | None = None,
+         frames: bool = True) -> int:
+    """frames: the display frames to PNG at the end (tools/sim.py: with --out only)."""
     if scenario not in SCENARIOS:
         print(f"sim: unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
         return 2
@@ -397,7 +486,7 @@ def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None
             if c.dev is not None:
                 lines += [f"--- {c.name} (last lines) ---", *c.dev.lines[-30:]]
     finally:
-        _write_out(world, work)
+        _write_out(world, work, frames)
         world.stop()
     if failure is None:  # billing needs only the database: the chargers are off by now
         try:
@@ -413,13 +502,21 @@ def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None
     return 0 if ok else 1
 
 
-def _write_out(world: World, work: Path) -> None:
-    """--out: the raw record messages as JSON lines and each device's public key (PEM)."""
+def _write_out(world: World, work: Path, frames: bool = True) -> None:
+    """--out: the raw record messages as JSON lines, each device's public key (PEM), and every
+    display frame the chargers drew as PNG in work/display/ (frames)."""
     with open(work / "records.jsonl", "w") as f:
         for topic, payload in world.received:
             f.write(json.dumps({"topic": topic, "payload": payload.decode()}) + "\n")
     for name, c in world.chargers.items():
         if c.pubkey_pem:
             (work / f"{name}.pem").write_text(c.pubkey_pem)
+    if frames:
+        from sim import display
+
+        t0 = time.monotonic()
+        made = sum(len(display.convert(c.frames, work / "display", prefix=f"{name}-"))
+                   for name, c in world.chargers.items() if c.frames.exists())
+        world.say(f"display: {made} frames as PNG in {work / 'display'} ({time.monotonic() - t0:.1f} s)")
     if Path(world.backend.db).exists() and Path(world.backend.db).parent != work:
         shutil.copy(world.backend.db, work / "backend.db")

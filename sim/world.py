@@ -2,9 +2,14 @@
 
 Each charger is the real firmware under the MicroPython unix port (heap limited to a board's
 budget, bytecode as deployed), with a pymodbus meter whose energy grows while its relay is
-closed (sim/ev.py) and a PN532 emulator. Device time runs SPEED times faster
+closed (sim/ev.py), a PN532 emulator and a 128x64 SSD1306 display whose frames the host board
+writes to ROOT/display (sim/display.py turns them into PNG). Device time runs SPEED times faster
 than real time, so an evening of charging plays in a few minutes; the settings that are
 device-time durations are scaled to match.
+
+Ad-hoc payment (docs/payments.md): the Stripe gateway EMULATOR (sim/stripe_emu.py, not Stripe) and
+the payment service (backend/payments: its web page, MQTT runtime and sweeper) run in this process;
+every charger's pay_url points at the page, so its idle screen shows the payment QR code.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -123,6 +129,7 @@ class SimCharger:
         self.world = world
         self.name = name
         self.root = world.work / name
+        self.frames = self.root / "display"  # the display's frame files ($EVC_DISPLAY_DIR)
         self.meter = MeterPeer("tcp").start()
         self.nfc = Pn532Emulator()
         self.nfc_url = self.nfc.serve_tcp()
@@ -131,6 +138,7 @@ class SimCharger:
         self.config = merge(scaled_config(world.speed), {
             "device_id": name, "site_secret": world.secret, "backend_key": world.backend_key,
             "meter": {"url": self.meter.url}, "nfc": {"url": self.nfc_url}, "uplink": {"broker": world.broker.url},
+            "display": {"type": "ssd1306" if world.display else "none"}, "pay_url": world.payments.pay_url,
         })
         self.dev: DeviceProcess | None = None
         self.pubkey_pem = ""
@@ -149,7 +157,8 @@ emit(k.public_pem())
 
     def boot(self) -> None:
         env = {"EVC_CLOCK_SPEED": str(self.world.speed), "EVC_CLOCK_OFFSET_S": str(self.world.offset),
-               "EVC_STATUS_MS": str(2000 * self.world.speed), "EVC_TIME_QUALITY": "S"}
+               "EVC_STATUS_MS": str(2000 * self.world.speed), "EVC_TIME_QUALITY": "S",
+               "EVC_DISPLAY_DIR": str(self.frames)}
         self.dev = DeviceProcess(self.root, self.config, heap=self.world.heap or ESP32_HEAP, env=env, echo=False,
                                  name=self.name, micropython=self.world.micropython)
         self.dev.start()
@@ -197,14 +206,17 @@ class World:
     echo: bool = True
     micropython: str | None = None  # an interpreter with the firmware frozen in (make esp32geom)
     heap: str | None = None  # its -X heapsize (default: ESP32_HEAP)
+    display: bool = True  # each charger with an SSD1306 (False: none, and so no ad-hoc payment by QR code)
     broker: Broker = field(init=False)
     backend: Backend = field(init=False)
+    payments: "Payments" = field(init=False)
     chargers: dict[str, SimCharger] = field(default_factory=dict)
     received: list[tuple[str, bytes]] = field(default_factory=list)
     offset: int = 0
     secret: str = ""
     backend_key: str = ""
     cards: list = field(default_factory=list)  # every card pushed to the backend
+    paid: list = field(default_factory=list)  # (charger, payment id) of every ad-hoc payment made
 
     def say(self, text: str) -> None:
         if self.echo:
@@ -217,8 +229,10 @@ class World:
         self.secret, self.backend_key = keys["site_secret"], keys["backend_key"]
         self.offset = evening_offset(time.time(), (21, 40))
         self._listen()
+        self.payments = Payments(self).start()  # first: it migrates the database before the backend opens it
         self.backend.serve(shared=shares_subscriptions(self.broker.kind))
-        self.say(f"broker: {self.broker.kind} on {self.broker.url}; backend on SQLite")
+        self.say(f"broker: {self.broker.kind} on {self.broker.url}; backend on SQLite; payment page on "
+                 f"{self.payments.pay_url}, gateway EMULATOR on {self.payments.emu.url}")
         for name in names:
             self.chargers[name] = SimCharger(self, name, power_w)
             self.chargers[name].provision()
@@ -259,8 +273,97 @@ class World:
             self._observer.loop_stop()
         except AttributeError:
             pass
+        if hasattr(self, "payments"):
+            self.payments.stop()
         self.backend.stop()
         self.broker.stop()
+
+
+class Payments:
+    """The ad-hoc payment side of the world: the Stripe gateway EMULATOR, the payment service with
+    its page (uvicorn on a free port, mounted at /pay as `backend pay serve` mounts it), its MQTT
+    runtime (statuses with the chargers' codes, started/refused events, signed start commands)
+    and its sweeper (capture of the signed total, release). A driver pays with plain HTTP requests:
+    the page's form, then the emulator's hosted-page stand-in with its test card."""
+
+    HOLD = 50  # minor units on the card: 0.50 EUR lasts a few device minutes at 22 kW
+
+    def __init__(self, world: "World", hold: int = HOLD):
+        self.world = world
+        self.hold = hold
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.pay_url = f"http://127.0.0.1:{self.port}/pay"
+
+    def start(self) -> "Payments":
+        import uvicorn
+        from fastapi import FastAPI
+
+        from backend.db import open_db
+        from backend.downlink import Downlinks
+        from backend.keys import Keys
+        from backend.payments.runtime import Runtime
+        from backend.payments.service import PaymentService, Settings
+        from backend.payments.stripe_gateway import StripeGateway
+        from backend.payments.web import create_app
+        from sim.stripe_emu import StripeEmulator
+
+        self.sessions = open_db(self.world.backend.db)
+        self.emu = StripeEmulator(webhook_url=f"{self.pay_url}/webhook").start()
+        gateway = StripeGateway(self.emu.api_key, self.emu.webhook_secret, api_base=self.emu.url,
+                                hosted_page=self.emu.hosted_url)
+        # the chargers' clock is shifted to the evening and runs fast: the start command's expiry is
+        # set from a clock two days ahead so that it outlives the shift (as remote_stop's --ttl does)
+        downlinks = Downlinks(self.sessions, Keys(self.world.backend.keys), clock=lambda: time.time() + 2 * 86400)
+        self.runtime = Runtime(self.world.broker.url, sweep_s=0.5)
+        self.service = PaymentService(self.sessions, gateway, downlinks, self.runtime.publish, Settings(hold=self.hold))
+        self.runtime.start(self.service)
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        app.mount("/pay", create_app(self.service))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self._thread = threading.Thread(target=self.server.run, daemon=True, name="sim-pay-web")
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the payment page did not start")
+            time.sleep(0.05)
+        return self
+
+    def pay(self, link: str, card: str = "4242424242424242") -> str:
+        """A driver's phone on the payment link: the page with the price and the hold, its Pay button,
+        the card on the gateway's hosted page (the emulator's stand-in); returns the payment's id."""
+        import requests
+
+        page = requests.get(link, timeout=20)
+        if page.status_code != 200 or f"{self.hold // 100}.{self.hold % 100:02d}" not in page.text:
+            raise RuntimeError(f"payment page {link}: {page.status_code} {page.text[:300]}")
+        r = requests.post(link, allow_redirects=False, timeout=20)
+        if r.status_code != 303:
+            raise RuntimeError(f"pay on {link}: {r.status_code} {r.text[:300]}")
+        r = requests.post(r.headers["Location"], data={"card": card}, allow_redirects=False, timeout=20)
+        if r.status_code != 303 or "/p/" not in r.headers.get("Location", ""):
+            raise RuntimeError(f"gateway emulator's hosted page: {r.status_code} {r.text[:300]}")
+        return r.headers["Location"].rsplit("/p/", 1)[1].split("?")[0]
+
+    def payment(self, pid: str):
+        from backend.models import Payment
+
+        with self.sessions() as db:
+            return db.get(Payment, pid)
+
+    def stop(self) -> None:
+        if hasattr(self, "server"):
+            self.server.should_exit = True
+            self._thread.join(10)
+        if hasattr(self, "runtime"):
+            self.runtime.stop()
+        if hasattr(self, "emu"):
+            self.emu.stop()
+        if hasattr(self, "sessions"):
+            self.sessions.kw["bind"].dispose()
 
 
 def tou_tariff(tid: str, day_price: float, night_price: float) -> dict:

@@ -50,14 +50,16 @@ def cmd_world(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         return simday.play(Path(args.out), args.scenario, quiet=args.quiet, micropython=args.micropython, heap=args.heap)
-    with tempfile.TemporaryDirectory(prefix="evc-sim-") as tmp:
-        return simday.play(Path(tmp), args.scenario, quiet=args.quiet, micropython=args.micropython, heap=args.heap)
+    with tempfile.TemporaryDirectory(prefix="evc-sim-") as tmp:  # nobody looks at the frames: not converted
+        return simday.play(Path(tmp), args.scenario, quiet=args.quiet, micropython=args.micropython, heap=args.heap,
+                           frames=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="print only the report")
-    parser.add_argument("--out", help="write records, public keys and the backend database here")
+    parser.add_argument("--out", help="write records, public keys, the backend database, invoices and every "
+                        "display frame (DIR/display/CHARGER-<ms>-<n>.png) here")
     parser.add_argument("--scenario", default="day", help="scenario to play")
     parser.add_argument("--micropython", help="run every charger with this interpreter, firmware frozen in "
                         "(make esp32geom builds .esp32geom/micropython); the environment passes through, "

@@ -205,8 +205,6 @@ async def run(cfg, dev, watchdog, root=None):
     # the one-time payment code (app/adhoc.py): in status while idle, on the display's payment link
     adhoc = Adhoc(cfg["pay_url"], dev, cfg["currency"], lambda: uplink is not None and uplink.kick())
     ctl.adhoc = adhoc
-    display = _display(cfg, dev, ctl, tariffs)
-    _heap("display")
 
     pubkey_hex = key.public_hex()  # once: status goes out often, the key never changes
 
@@ -242,12 +240,15 @@ async def run(cfg, dev, watchdog, root=None):
             return sntp.from_backend(doc)
         raise ValueError("unknown command %r" % (doc.get("cmd"),))
 
+    gc.collect()  # the uplink's buffers are the largest long-lived blocks: into a heap without boot garbage
     uplink = _uplink(cfg, dev, journal, status, tariffs.apply, on_authlist, on_command, root, link.up, room)
     if uplink is not None:
         authorizer.ask_backend = uplink.authorize
         if tariffs.missing:
             uplink.downlink.forget("tariff")  # the retained document, even of the same version, comes again
     _heap("uplink")
+    display = _display(cfg, dev, ctl, tariffs)  # after the uplink: its frame buffer is smaller
+    _heap("display")
     if _GC_THRESHOLD > 0:
         gc.threshold(_GC_THRESHOLD)  # from here on: the long-lived buffers are in place
     # (built before recovery: its buffers are the largest, allocate them while the heap is whole)

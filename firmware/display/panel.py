@@ -7,7 +7,7 @@ from app import log
 from display import prices, render, screens
 from hal import clock
 
-_POLL_MS = 250  # how often the panel looks at the state
+_POLL_MS = 250  # how often the panel looks at the state (real time: see _poll_ms)
 _CHARGING_FRAME_MS = 1000  # at most one frame a second while the numbers run
 _REFUSED_MS = 6000  # how long a refusal stays on screen
 _PRICES_MS = 60000  # idle prices are looked up again (time-of-day tariffs) this often
@@ -48,13 +48,13 @@ class Panel:
         self.frames_drawn = 0
         self._refusal = None  # (reason, until)
         self._final = None  # (lines args, until)
-        self._code = None  # (link, QrCode): encoded once per receipt
         self._prices = None  # (tariff set, until, components)
 
     # ---- told by the charger ----------------------------------------------------------
     def event(self, kind, data):
         if kind in ("refused", "rejected", "tap-ignored"):
-            self._refusal = (data.get("reason", kind), clock.monotonic_ms() + _REFUSED_MS)
+            # at least two looks long: under a fast clock 6 device seconds pass between two looks
+            self._refusal = (data.get("reason", kind), clock.monotonic_ms() + max(_REFUSED_MS, 2 * _poll_ms()))
 
     def finished(self, seq, fields):
         """A session's record is journaled: show its total and the receipt link."""
@@ -110,10 +110,9 @@ class Panel:
             if (self._final[1] - now) > 0:
                 args = self._final[0]
                 if self.graphic:
-                    cols = render.text_cols(self.driver.width, self.driver.height, self._qr(args[4]))
+                    cols = render.text_cols(self.driver.width, self.driver.height, args[4])
                 return screens.final(*args, cols=cols, rows=rows)
             self._final = None
-            self._code = None  # the receipt's QR code goes with its screen
         return self._idle(now, cols, rows)
 
     def _idle(self, now, cols, rows):
@@ -126,20 +125,21 @@ class Panel:
             epoch, quality = clock.now()
             p = self._prices = (tset, now + _PRICES_MS, prices.components(tset, epoch, quality != "U"))
         t = tset.tariffs[tset.default]
-        return screens.idle(p[2], t.currency, t.minor, cols, rows)
-
-    def _qr(self, link):
-        if self._code is None or self._code[0] != link:
-            self._code = None  # the old one is garbage before the new one is built
-            self._code = (link, render.encode(link))
-        return self._code[1]
+        # the ad-hoc payment link (pay_url/DEV/CODE): a new code after each session, so a new frame
+        adhoc = getattr(self.ctl, "adhoc", None)
+        link = adhoc.link() if self.graphic and adhoc is not None else None
+        if link:
+            cols = render.text_cols(self.driver.width, self.driver.height, link)
+        return screens.idle(p[2], t.currency, t.minor, cols, rows, link=link)
 
     # ---- drawing ----------------------------------------------------------------------
     def refresh(self, now=None):
         """Draw the current screen when it differs from the one shown; True when it drew."""
         now = clock.monotonic_ms() if now is None else now
         charging = self.ctl.state in ("charging", "suspended")
-        if charging and self.frame_at is not None and now - self.frame_at < _CHARGING_FRAME_MS:
+        # a frame a second as people see it: under the simulator's fast clock (clock.SPEED) one per
+        # real second, not per device second (the figures then step by SPEED seconds)
+        if charging and self.frame_at is not None and now - self.frame_at < _CHARGING_FRAME_MS * clock.SPEED:
             return False  # the running numbers: at most a frame a second (and no status() between)
         content = self.screen(now)
         if content == self.shown:
@@ -152,7 +152,8 @@ class Panel:
         lines, link = content
         d = self.driver
         if self.graphic:
-            render.draw(d.fb, d.width, d.height, lines, self._qr(link) if link else None)
+            # the QR code lives only while it is drawn: the framebuffer keeps its pixels
+            render.draw(d.fb, d.width, d.height, lines, render.encode(link) if link else None)
             d.show()
             if self.frames is not None:
                 self.frames.graphic(d.buf, d.width, d.height)
@@ -175,7 +176,13 @@ class Panel:
                 if faults & (faults - 1) == 0:
                     log.warn("display", "display not answering: %s (%d in a row)" % (exc, faults))
             sup.progress("display")
-            await clock.sleep_ms(_POLL_MS)
+            await clock.sleep_ms(_poll_ms())
+
+
+def _poll_ms():
+    # device ms between looks: 250 ms as people see it, also under the simulator's fast clock
+    # (clock.SPEED device ms per ms), where 250 device ms would be 60 looks per frame a second
+    return _POLL_MS * clock.SPEED
 
 
 def ctl_refusal(ctl):

@@ -1,29 +1,39 @@
 # A screen (display/screens.py) drawn into a framebuf.FrameBuffer: text in the 8x8 font, the
-# first line as a lit title bar, and on the final screen the QR code at the right edge.
+# first line as a lit title bar, and a QR code (the final screen's receipt link, the idle screen's
+# payment link) at the right edge. The code is encoded when the frame is drawn and dropped after:
+# the panel keeps only the link (the layout needs only its size, known from the link's length).
 from display import qr as qrcode
 
 QUIET = 4  # modules of light margin around a QR code (ISO/IEC 18004: 4)
 CHAR = 8
 
 
-def qr_side(code, height):
-    """(pixels per module, side in pixels with the quiet zone) of a code on a screen this high."""
-    scale = max(1, height // (code.size + 2 * QUIET))
-    return scale, (code.size + 2 * QUIET) * scale
+def qr_side(size, height):
+    """(pixels per module, side in pixels with the quiet zone) of a code of size x size modules on
+    a screen this high."""
+    scale = max(1, height // (size + 2 * QUIET))
+    return scale, (size + 2 * QUIET) * scale
 
 
-def text_cols(width, height, code):
-    """Text columns left of the code (all of them without one)."""
-    if code is None:
+def qr_size(link):
+    """Modules per side of the code for link, without encoding it (raises QrError when too long)."""
+    n = len(link.encode()) if isinstance(link, str) else len(link)
+    return 17 + 4 * qrcode.version_for(n)
+
+
+def text_cols(width, height, link):
+    """Text columns left of the code for link (all of them without one)."""
+    if link is None:
         return width // CHAR
-    return (width - qr_side(code, height)[1] - 2) // CHAR
+    return (width - qr_side(qr_size(link), height)[1] - 2) // CHAR
 
 
 def draw(fb, width, height, lines, code=None):
     fb.fill(0)
+    x_end = None  # with a code: where its quiet zone begins (the title bar stops short of it)
     if code is not None:
-        scale, side = qr_side(code, height)
-        x0 = width - side
+        scale, side = qr_side(code.size, height)
+        x0 = x_end = width - side
         y0 = (height - side) // 2
         # dark modules on a lit square: the polarity scanners expect (light quiet zone)
         fb.fill_rect(x0, y0, side, side, 1)
@@ -36,7 +46,11 @@ def draw(fb, width, height, lines, code=None):
                     fb.fill_rect(x0 + x * scale, y0 + y * scale, scale, scale, 0)
     for i, line in enumerate(lines):
         if i == 0:
-            fb.fill_rect(0, 0, (len(line) + 1) * CHAR, CHAR, 1)
+            bar = (len(line) + 1) * CHAR
+            if x_end is not None:  # the title's half-character indent must not reach into the code
+                line = line[:(x_end - 2 - CHAR // 2) // CHAR]
+                bar = min((len(line) + 1) * CHAR, x_end - 2)
+            fb.fill_rect(0, 0, bar, CHAR, 1)
             fb.text(line, CHAR // 2, 0, 0)
         else:
             fb.text(line, 0, i * CHAR, 1)

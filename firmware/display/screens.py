@@ -30,11 +30,22 @@ def _fit(lines, cols, rows):
     return tuple(out)
 
 
-def idle(prices, currency, minor, cols, rows, not_ready=None):
-    """prices: [(dimension, price_u, vat_bp)] (display/prices.py)."""
+def idle(prices, currency, minor, cols, rows, not_ready=None, link=None):
+    """prices: [(dimension, price_u, vat_bp)] (display/prices.py); link: the ad-hoc payment link
+    (app/adhoc.py) a graphic screen shows as a QR code beside the prices, cols then being the
+    columns left of it (render.text_cols)."""
     if not_ready:
         return _fit(("Not available", "", reason_text(not_ready)), cols, rows), None
     parts = [(fmt.unit_price(p, vat, minor), _PER[dim]) for dim, p, vat in prices]
+    if rows >= 8 and link:
+        # 10 or 11 columns beside a version 3-4 code: the short units, VAT under the title
+        lines = ["Prices " + currency if cols >= 7 + len(currency) else currency, "incl. VAT"]
+        for value, per in parts:
+            lines.append(value + per[1])
+        while len(lines) < rows - 2:
+            lines.append("")
+        lines += ["Tap card or", "scan to pay"] if cols >= 11 else ["Tap card", "or scan"]
+        return _fit(lines, cols, rows), link
     if rows >= 8:
         lines = ["Price incl. VAT"]
         for value, per in parts:

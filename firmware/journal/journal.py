@@ -13,6 +13,7 @@
 # LittleFS commits a file's new size only at flush, so an append is all-or-nothing at a power cut;
 # the CRCs catch what LittleFS does not check: bit flips in file data.
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -183,6 +184,7 @@ class Journal:
             self._f.close()
             self._f = None
         self._last_segno += 1
+        gc.collect()  # the new segment's file (and its LittleFS cache) lives long: let it land low in the heap
         seg = [self._last_segno, self._next, 0]
         body = json.dumps(self._open).encode()
         frame.pack_head(self._head, frame.BASE, self._next, self._prev, body)

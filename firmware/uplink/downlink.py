@@ -152,6 +152,8 @@ class Downlink:
         # comes back as an open file, parsed from flash without holding its text
         try:
             payload = self.verify(msg)
+        except MemoryError:  # not the document's fault: the backend sends it again (backend/converge.py)
+            raise Rejected("memory", "no heap to verify it now")
         except Exception as exc:
             raise Rejected("signature", str(exc))
         try:

@@ -86,3 +86,40 @@ def test_the_driver_bytes_reach_an_emulated_ssd1306_and_a_silent_display_is_only
     finally:
         for srv in servers:
             srv.close()
+
+
+def qr_texts(pixels) -> list[str]:
+    return [b.text for b in zxingcpp.read_barcodes(display.image(pixels, scale=4), formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+def test_with_pay_url_the_idle_screen_shows_each_idle_periods_payment_link(charger, tmp_path):  # noqa: F811
+    """pay_url set: the idle screen's QR code is the payment link pay_url/DEV/CODE (app/adhoc.py),
+    read back with zxing-cpp; after a session the code is new, and so is the idle screen's link."""
+    import re
+
+    out = tmp_path / "display"
+    pay_url = "https://pay.example/pay"
+    c = charger(config={"pay_url": pay_url, "display": {"type": "ssd1306", "final_s": 5}})
+    c.env["EVC_DISPLAY_DIR"] = str(out)
+    c.seed(tariff=compile_doc(flat_tariff(), ver=3),
+           authlist=[authlist_doc([{"token": token(ALICE), "status": "accepted"}])])
+    c.boot()
+    (first,) = wait_frames(out, 1)
+    (link,) = qr_texts(display.read_frame(first))
+    assert re.fullmatch(rf"{re.escape(pay_url)}/{DEV}/[A-Z2-7]{{8}}", link), link
+    c.tap(ALICE, r"session: started ")
+    time.sleep(1.5)
+    seq = int(c.tap(ALICE, RECORD).group(1))
+    until = time.monotonic() + 30  # the final screen (5 s), then idle with the next code
+
+    def last_link():
+        texts = qr_texts(display.read_frame(frames(out)[-1]))
+        return texts[0] if texts and "/pay/" in texts[0] else None
+
+    while last_link() in (None, link) and time.monotonic() < until:
+        time.sleep(0.2)
+    c.stop()
+    fresh = last_link()
+    assert fresh is not None and fresh != link and fresh.rsplit("/", 1)[0] == link.rsplit("/", 1)[0], fresh
+    texts = [qr_texts(display.read_frame(f)) for f in frames(out)]
+    assert [f"https://receipts.example/r/{DEV}/{seq}"] in texts  # the receipt between the two idle periods

@@ -15,8 +15,9 @@ from sim import display
 from sim.hd44780_emu import LcdEmulator
 from sim.ssd1306_emu import OledEmulator
 
-SCREENS = ["idle", "not-ready", "authorizing", "refused", "charging", "suspended", "finishing", "final", "faulted"]
+SCREENS = ["idle", "idle-pay", "not-ready", "authorizing", "refused", "charging", "suspended", "finishing", "final", "faulted"]
 LINK = "https://receipts.example/r/chg-1/42"
+PAY_LINK = "https://pay.example/pay/chg-1/ABCD2345"  # display_rig.PAY_LINK
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,33 @@ def test_final_screen_qr_code_decodes_to_the_receipt_link(oled_frames, chip):
     assert [(b.text, b.ec_level) for b in found] == [(LINK, "M")]
 
 
+def read_qr(result) -> list[tuple[str, str]]:
+    im = display.image(display.vlsb_pixels(bytes.fromhex(result["vlsb"]), 128, 64), scale=4)
+    return [(b.text, b.ec_level) for b in zxingcpp.read_barcodes(im, formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+@pytest.mark.parametrize("chip", ["ssd1306", "sh1106"])
+def test_idle_screen_qr_code_decodes_to_the_payment_link_beside_the_prices(oled_frames, chip):
+    results, _ = oled_frames[chip]
+    pay = results["idle-pay"]
+    assert pay["link"] == PAY_LINK and read_qr(pay) == [(PAY_LINK, "M")]
+    # the prices stay readable beside the code: all four, VAT noted, the call to tap or scan
+    assert pay["lines"] == ["Prices EUR", "incl. VAT", "0.36/kWh", "1.80/h", "0.60/start", "6.00/h P",
+                            "Tap card or", "scan to pay"]
+    # a new code (the next idle period) is a new frame with the new link; without pay_url no code
+    nxt = results["idle-pay-next"]
+    assert nxt["vlsb"] != pay["vlsb"] and read_qr(nxt) == [(PAY_LINK[:-8] + "XYZ23456", "M")]
+    assert results["idle"]["link"] is None and read_qr(results["idle"]) == []
+
+
 def test_lcd_text_for_every_screen(serve):
     lcd = LcdEmulator()
     results = every_screen("hd44780", serve(lcd))
     want = {
         "idle": ["EUR incl. VAT", "0.36/kWh 1.80/h", "0.60/start 6.00/h P", "Tap card / scan pay"],
+        # an LCD cannot draw the payment code: its idle screen stays the same with pay_url set
+        "idle-pay": ["EUR incl. VAT", "0.36/kWh 1.80/h", "0.60/start 6.00/h P", "Tap card / scan pay"],
+        "idle-pay-next": ["EUR incl. VAT", "0.36/kWh 1.80/h", "0.60/start 6.00/h P", "Tap card / scan pay"],
         "not-ready": ["Not available", "", "No tariff yet"],
         "authorizing": ["Checking card", "", "Please wait"],
         "refused": ["Not authorized", "Unknown card", "", "Ask the operator"],

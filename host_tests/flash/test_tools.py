@@ -79,7 +79,7 @@ def test_status_and_export_journal(deployed, tmp_path):
     assert st["heap_free"] > 0 and st["flash"]["free"] > 0
     assert st["journal"]["unacked"] == 3 and st["journal"]["last_seq"] == 4 and st["journal"]["first_unacked"] == 2
     assert any("no answer from unit 1" in e for e in st["errors"])
-    assert any("no answer from unit 1" in line for line in flash.logs(deployed.port, 20))
+    assert any("no answer from unit 1" in line for line in flash.logs(deployed.port, 200))  # other warnings may follow it
 
     meta = flash.export_journal(deployed.port, tmp_path / "export")
     assert (meta["dev"], meta["first_seq"], meta["last_seq"], meta["count"]) == ("cp-0001", 2, 4, 3)

@@ -23,6 +23,19 @@ class Controller:
         return self.st
 
 
+class Adhoc:
+    """The charger's ad-hoc payment code (app/adhoc.py) as the panel sees it: link()."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def link(self):
+        return self._link
+
+
+PAY_LINK = "https://pay.example/pay/chg-1/ABCD2345"
+
+
 def panel(kind, bus, tariff_doc, dev="chg-1", url="https://receipts.example/r"):
     tset = TariffSet.from_doc(tariff_doc) if tariff_doc else None
     ctl = Controller()
@@ -44,6 +57,11 @@ def shot(p, name):
 def every_screen(kind, bus, tariff_doc):
     p, ctl, tset = panel(kind, bus, tariff_doc)
     shot(p, "idle")
+    ctl.adhoc = Adhoc(PAY_LINK)  # pay_url configured: the payment QR code beside the prices
+    shot(p, "idle-pay")
+    ctl.adhoc = Adhoc(PAY_LINK[:-8] + "XYZ23456")  # the next idle period's code: a new frame
+    shot(p, "idle-pay-next")
+    ctl.adhoc = None
     ctl.st = {"state": "idle", "refusal": "tariff-missing"}
     shot(p, "not-ready")
     ctl.st = {"state": "authorizing"}
