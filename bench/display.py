@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from bench.common import Row, mpy
-from host_tests.display.conftest import MP, TARIFF
+from sim.display import RIG_DIR as MP
+from sim.display import TARIFF
 
 TITLE = "Display (firmware/display under MicroPython)"
 

@@ -1,7 +1,7 @@
 """Ad-hoc payment: time from "payment confirmed" (the gateway's hold webhook reaches the backend) to
 the charger's relay closed, over a few paid sessions.
 
-The world of host_tests/payments/world.py: the real firmware on the MicroPython unix port with a
+The world of sim/payworld.py: the real firmware on the MicroPython unix port with a
 pymodbus meter and an EV, mosquitto, the reference backend, the Stripe emulator and the payment
 service with its web app. Each run: the driver's steps without a browser (page, emulator's hosted
 page with the test card), then the relay pin is polled every 2 ms. The path: the webhook verified,
@@ -22,7 +22,7 @@ RUNS = 5
 
 
 def run() -> list[Row]:
-    from host_tests.payments.world import PayWorld, wait
+    from sim.payworld import PayWorld, wait
     from sim.broker import Broker
 
     times: list[float] = []

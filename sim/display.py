@@ -12,6 +12,15 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+RIG_DIR = Path(__file__).resolve().parent / "mp"  # display_rig.py: the firmware's panel on a recording bus
+
+# A default tariff for the screens: every price dimension, 20 % VAT (docs/pricing.md's compiled form:
+# prices in millionths of EUR excl. VAT); the display tests and bench/display.py draw with it
+TARIFF = {"v": 1, "ver": 3, "tz": "UTC0", "default": "std", "contracts": {},
+          "tariffs": {"std": {"id": "std", "currency": "EUR", "minor": 2, "elements": [
+              {"c": [["ENERGY", 300000, 2000, 1], ["TIME", 1500000, 2000, 60], ["FLAT", 500000, 2000, 1],
+                     ["PARKING_TIME", 5000000, 2000, 60]]}]}}}
+
 LIT = 255  # a lit OLED pixel
 DARK = 0
 

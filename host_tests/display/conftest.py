@@ -8,18 +8,12 @@ from pathlib import Path
 import pytest
 
 from sim import mpy
+from sim.display import RIG_DIR as MP
+from sim.display import TARIFF
 from sim.bus_bridge import serve_i2c
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"
-MP = HERE / "mp"
-
-# The default tariff of the screens: every price dimension, 20 % VAT (docs/pricing.md's compiled form:
-# prices in millionths of EUR excl. VAT)
-TARIFF = {"v": 1, "ver": 3, "tz": "UTC0", "default": "std", "contracts": {},
-          "tariffs": {"std": {"id": "std", "currency": "EUR", "minor": 2, "elements": [
-              {"c": [["ENERGY", 300000, 2000, 1], ["TIME", 1500000, 2000, 60], ["FLAT", 500000, 2000, 1],
-                     ["PARKING_TIME", 5000000, 2000, 60]]}]}}}
 
 
 def run_mp(code: str, **kw):

@@ -12,7 +12,7 @@ import requests
 
 from evc.verify import verify_record
 from sim.charger import DEV
-from host_tests.payments.world import PayWorld, wait
+from sim.payworld import PayWorld, wait
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
