@@ -51,6 +51,7 @@ class Session:
         self.baseline = baseline
         self.mono = mono
         self.last_wh = self.start_wh
+        self.last_w = 0  # the last reading's power, W: the status shows it
         self.last_mono = mono
         self.last_good_mono = mono
         self.idle_since = None  # monotonic ms since power is below the unplug threshold
@@ -137,7 +138,7 @@ class Controller:
         out = {"state": self.state}
         if s is not None and s.pricer is not None:
             excl, incl = s.pricer.running_cost()
-            out.update({"wh": s.last_wh - s.start_wh, "cost": incl, "since": s.start_t})
+            out.update({"wh": s.last_wh - s.start_wh, "w": s.last_w, "cost": incl, "since": s.start_t})
         refusal = self._not_ready() or self.refusal
         if refusal:
             out["refusal"] = refusal
@@ -187,6 +188,7 @@ class Controller:
         after = s.pricer.running_cost()[1]
         s.step_cost = max(s.step_cost, after - before) if now - s.last_mono < 60000 else after - before
         s.last_wh = reading.energy_wh
+        s.last_w = reading.power_w
         s.last_mono = now
         s.last_good_mono = now
         threshold = self.s_cfg["unplug_power_w"]

@@ -40,6 +40,9 @@ def test_adhoc_start_caps_at_the_hold_and_ignores_replays(charger, broker):
         c.wait_for(rf"session: started \S+ auth=adhoc ")
         started = watch.wait("evt", lambda d: d.get("evt") == "started")
         assert started["token"] == ref and started["cap"] == HOLD, started
+        # the live progress the payment page and the dashboard show: energy, power, running cost
+        live = watch.wait("status", lambda d: d.get("state") == "charging" and d.get("w"))
+        assert type(live["w"]) is int and live["w"] > 0 and live["wh"] >= 0 and live["cost"] >= 0, live
         m = c.wait_for(RECORD, timeout=30)
         assert m.group(2) == "limit" and int(m.group(4)) <= HOLD, m.group(0)
         assert c.relay() == 0
