@@ -309,6 +309,7 @@ class Invoice(Base):
 
 
 Index("ix_invoices_series_seq", Invoice.series, Invoice.seq, unique=True)
+Index("ix_invoices_contract", Invoice.contract_id)  # billing run: energy billed per contract (0008)
 
 
 class InvoiceLine(Base):

@@ -3,10 +3,18 @@ per-session receipts (everyone else), each issued exactly once with a gapless nu
 
 A run for period P (a calendar month, UTC) takes every session that started before P ended and is
 on no document yet: P's own sessions and late arrivals from earlier periods (a record that arrives
-after its period was billed goes on the next run, never into an issued document). Each document is
-issued in its own transaction: lock the series counter, read which of its sessions are still
-unbilled (a concurrent run may have taken them meanwhile), write document, lines and
-`billed_sessions`, take the number. Running again issues nothing new.
+after its period was billed goes on the next run, never into an issued document). The documents
+are issued in order, in batches of up to BATCH_DOCS documents / BATCH_SESSIONS sessions, each batch
+in one transaction: lock the series counters, read which of its sessions are still unbilled (a
+concurrent run may have taken them meanwhile), build the documents, write documents, lines and
+`billed_sessions` with a few bulk statements, take the numbers. Running again issues nothing new.
+
+Scale: a run issues a bounded number of statements per batch, never per session or per document:
+plan() reads the unbilled sessions in one query; per batch one VALUES join on the primary keys
+(PAIRS_PER_QUERY pairs each), one query each for customers, contract versions, overdue invoices and
+the energy billed per contract and month (volume tiers), three executemany inserts and one commit.
+A billing run holds the write lock of a SQLite database for one batch at a time (a few tenths of a
+second at 200 documents), so ingest goes on between batches.
 
 Amounts: a session line bills the signed totals (net = cost.excl, VAT = cost.incl - cost.excl),
 split by the VAT rates of the record's cost lines when it has several (amounts.session_parts), so
@@ -15,15 +23,17 @@ a document's totals are the sum of the signed totals minus discounts plus fees, 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import (BigInteger, Row, Select, String, and_, bindparam, case, column, func, insert, literal_column,
+                        or_, select, update, values)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
@@ -37,6 +47,9 @@ from backend.models import (BilledSession, CardOwner, Contract, ContractVersion,
 
 log = logging.getLogger("backend.billing")
 RETRIES = 8
+BATCH_DOCS = 200  # documents per transaction (a billing run issues them in batches)
+BATCH_SESSIONS = 2000  # sessions per transaction; a document with more goes alone
+PAIRS_PER_QUERY = 1024  # (dev, seq) pairs (or ids) per SELECT
 WEEK = 7 * 86400
 _MONDAY = 4 * 86400  # 1970-01-05T00:00Z was a Monday
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
@@ -209,14 +222,18 @@ def plan(db: DbSession, start: int, end: int, customer: str | None) -> dict[Key,
     return groups
 
 
-def overdue(db: DbSession, now: int, customer: str | None, lock: bool = False, **match) -> list[Invoice]:
-    """Unpaid invoices past their due date whose contract version has a late fee not charged yet."""
+def overdue(db: DbSession, now: int, customer: str | None, lock: bool = False, customers: list[str] | None = None,
+            **match) -> list[Invoice]:
+    """Unpaid invoices past their due date whose contract version has a late fee not charged yet
+    (of one customer, or of the customers listed)."""
     q = (select(Invoice).join(ContractVersion, and_(ContractVersion.contract_id == Invoice.contract_id,
                                                     ContractVersion.version == Invoice.contract_ver))
          .where(Invoice.kind == "invoice", Invoice.paid_at.is_(None), Invoice.due_at < now,
                 Invoice.late_fee_by.is_(None), ContractVersion.late_fee > 0))
     if customer is not None:
         q = q.where(Invoice.customer_id == customer)
+    if customers is not None:
+        q = q.where(Invoice.customer_id.in_(customers))
     for k, v in match.items():
         q = q.where(getattr(Invoice, k) == v)
     q = q.order_by(Invoice.number)
@@ -253,16 +270,14 @@ class Runner:
                 firsts[(c, k, cur)] = key
         result = Result()
         charge_fees = set(firsts.values())
-        for key in sorted(groups):
-            number = self._retry(lambda: self._issue(key, groups[key], period, start, end, key in charge_fees))
-            if number is not None:
-                result.issued.append(number)
+        for batch in batches(sorted(groups), groups):
+            result.issued += self._retry(lambda: self._issue(batch, groups, period, start, end, charge_fees))
         from backend.billing import refunds  # noqa: PLC0415 - refunds import this module
 
         result.credit_notes = refunds.Refunds(self.sessions, self.clock).apply_rules(customer)
         return result
 
-    def _retry(self, work: Callable[[], str | None]) -> str | None:
+    def _retry(self, work: Callable[[], list[str]]) -> list[str]:
         for attempt in range(RETRIES):
             try:
                 return work()
@@ -273,35 +288,166 @@ class Runner:
                 time.sleep(0.02 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    # -- one document -----------------------------------------------------------------------------
+    # -- one transaction: a batch of documents ----------------------------------------------------
 
-    def _issue(self, key: Key, members: list[tuple[str, int, int]], period: str, start: int, end: int,
-               with_fees: bool) -> str | None:
+    def _issue(self, keys: list[Key], groups: dict[Key, list[tuple[str, int, int]]], period: str, start: int,
+               end: int, charge_fees: set[Key]) -> list[str]:
+        """Issue the documents of `keys` (in this order) in one transaction: lock the series counters,
+        read which of their sessions are still unbilled, build every document, write them all with
+        a few bulk statements, take the numbers. Returns the numbers issued."""
         with self.sessions.begin() as db:
             now = int(self.clock())
-            counter = numbering.lock(db, numbering.series(key.kind, now))
-            pairs = [(d, s) for d, s, _ in members]
-            rows: list[Session] = []
-            if pairs:
-                taken = set(tuple(r) for r in db.execute(select(BilledSession.dev, BilledSession.seq)
-                                       .where(tuple_(BilledSession.dev, BilledSession.seq).in_(pairs))).all())
-                todo = [p for p in pairs if p not in taken]
-                if todo:
-                    rows = list(db.scalars(select(Session).where(tuple_(Session.dev, Session.seq).in_(todo))))
-            rows.sort(key=lambda s: (s.start_t, s.dev, s.seq))
-            ver_of = {(d, s): v for d, s, v in members}
-            late = overdue(db, now, key.customer, lock=True, contract_id=key.contract, currency=key.currency) \
-                if with_fees and key.kind == "invoice" else []
-            if not rows and not late:
-                return None
-            doc = _Builder(db, key, rows, ver_of, now)
-            doc.sessions()
-            doc.invoice_discounts()
-            doc.fees(late)
-            seq, number = numbering.take(counter)
-            doc.write(number, seq, counter.series, period, start, end, late)
-            log.info("issued %s: %d sessions, %s", number, len(rows), money(doc.total, key.currency))
-            return number
+            counters = {kind: numbering.lock(db, numbering.series(kind, now))  # always INV before RC
+                        for kind in sorted({k.kind for k in keys}, key=lambda k: numbering.series(k, now))}
+            rows = unbilled(db, [(d, s) for k in keys for d, s, _ in groups[k]])
+            fee_keys = {k for k in keys if k in charge_fees and k.kind == "invoice"}
+            ctx = _Batch(db, keys, rows, groups, fee_keys, now)
+            issued = []
+            for key in keys:
+                members = groups[key]
+                mine = sorted((rows[(d, s)] for d, s, _ in members if (d, s) in rows),
+                              key=lambda s: (s.start_t, s.dev, s.seq))
+                late = ctx.late.get((key.customer, key.contract, key.currency), []) if key in fee_keys else []
+                if not mine and not late:
+                    continue
+                doc = _Builder(ctx, key, mine, {(d, s): v for d, s, v in members}, now)
+                doc.sessions()
+                doc.invoice_discounts()
+                doc.fees(late)
+                seq, number = numbering.take(counters[key.kind])
+                doc.write(number, seq, counters[key.kind].series, period, start, end, late)
+                issued.append(number)
+                log.info("issued %s: %d sessions, %s", number, len(mine), money(doc.total, key.currency))
+            ctx.flush()
+            return issued
+
+
+def batches(keys: list[Key], groups: dict[Key, list]) -> Iterator[list[Key]]:
+    """The documents in issue order, cut into transactions of at most BATCH_DOCS documents and
+    BATCH_SESSIONS sessions (a bigger document goes alone)."""
+    batch: list[Key] = []
+    size = 0
+    for key in keys:
+        n = len(groups[key])
+        if batch and (len(batch) >= BATCH_DOCS or size + n > BATCH_SESSIONS):
+            yield batch
+            batch, size = [], 0
+        batch.append(key)
+        size += n
+    if batch:
+        yield batch
+
+
+# the columns of a session that billing reads (not the raw JWS and OCMF string)
+_BILLED_COLUMNS = (Session.dev, Session.seq, Session.hash, Session.token, Session.start_t, Session.stop_t,
+                   Session.energy_wh, Session.cost_excl, Session.cost_incl, Session.payload, Session.charged)
+
+
+def unbilled(db: DbSession, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], Row]:
+    """The sessions of `pairs` that are on no document: (dev, seq) -> row of _BILLED_COLUMNS. A join
+    of the pairs (a VALUES list) with the primary keys, at most PAIRS_PER_QUERY at a time: each pair
+    is an index lookup (SQLite scans the whole table for `(dev, seq) IN (VALUES ...)`)."""
+    out: dict[tuple[str, int], Row] = {}
+    for part in _chunks(pairs):
+        size = min(PAIRS_PER_QUERY, 1 << (len(part) - 1).bit_length())  # a few statement sizes, compiled once each
+        part = part + [part[0]] * (size - len(part))  # padded with a pair already asked for
+        params = {}
+        for i, (dev, seq) in enumerate(part):
+            params[f"d{i}"], params[f"s{i}"] = dev, seq
+        for r in db.execute(_unbilled_query(size), params):
+            out[(r.dev, r.seq)] = r
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _unbilled_query(size: int) -> Select:
+    """unbilled()'s statement for `size` pairs, bound as d0, s0, d1, s1, ...: the same statement for
+    every batch, so SQLAlchemy compiles it once (building a VALUES list of literals compiles every time)."""
+    want = values(column("dev", String), column("seq", BigInteger), name="want").data(
+        [(bindparam(f"d{i}", type_=String), bindparam(f"s{i}", type_=BigInteger)) for i in range(size)]).cte("want")
+    return (select(*_BILLED_COLUMNS).select_from(want)
+            .join(Session, and_(Session.dev == want.c.dev, Session.seq == want.c.seq))
+            .outerjoin(BilledSession, and_(BilledSession.dev == Session.dev, BilledSession.seq == Session.seq))
+            .where(BilledSession.dev.is_(None)))
+
+
+def _chunks(items: list, n: int | None = None) -> Iterator[list]:
+    n = n or PAIRS_PER_QUERY
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+class _Batch:
+    """What the documents of one transaction share, read with one query each: customers, contract
+    versions, the seller, the overdue invoices whose late fees they charge, the energy already
+    billed per contract and month (volume tiers); and the rows they write, inserted in bulk."""
+
+    def __init__(self, db: DbSession, keys: list[Key], rows: dict, groups: dict, fee_keys: set[Key], now: int):
+        self.db = db
+        cids = sorted({k.customer for k in keys if k.customer})
+        self.customers = {c.id: c for part in _chunks(cids)
+                          for c in db.scalars(select(Customer).where(Customer.id.in_(part)))}
+        contracts = sorted({k.contract for k in keys if k.contract})
+        self.versions: dict[str, dict[int, ContractVersion]] = defaultdict(dict)
+        for part in _chunks(contracts):
+            for v in db.scalars(select(ContractVersion).where(ContractVersion.contract_id.in_(part))
+                                .order_by(ContractVersion.contract_id, ContractVersion.version)):
+                self.versions[v.contract_id][v.version] = v
+        self.rules = {(v.contract_id, v.version): json.loads(v.discounts)
+                      for vs in self.versions.values() for v in vs.values()}
+        self.seller = terms.party_json(registry.seller(db))
+        self.late: dict[tuple, list[Invoice]] = defaultdict(list)
+        fee_customers = sorted({k.customer for k in fee_keys})
+        for part in _chunks(fee_customers):
+            for inv in overdue(db, now, None, lock=True, customers=part):
+                self.late[(inv.customer_id, inv.contract_id, inv.currency)].append(inv)
+        # energy of earlier documents per (contract, month): of contracts with a volume tier, in the
+        # months of this batch's sessions; documents of this batch are added as they are built
+        tiered = {c for (c, _), rules in self.rules.items()
+                  if any(r["above_wh"] for r in rules if r["per"] == "session")}
+        months = {month_of(rows[(d, s)].start_t) for k in keys if k.contract in tiered
+                  for d, s, _ in groups[k] if (d, s) in rows}
+        self.energy = _billed_energy(db, sorted(tiered), sorted(months))
+        self.invoices: list[dict] = []
+        self.lines: list[dict] = []
+        self.billed: list[dict] = []
+        self.fee_marks: list[dict] = []
+
+    def version(self, contract: str, version: int) -> ContractVersion | None:
+        v = self.versions.get(contract, {}).get(version)
+        return v if v is not None else self.db.get(ContractVersion, (contract, version))
+
+    def flush(self) -> None:
+        """Write the batch: documents first (lines and billed sessions point at them)."""
+        db = self.db  # Core executemany on the tables (the ORM's bulk insert splits at every None)
+        for model, rows in ((Invoice, self.invoices), (InvoiceLine, self.lines), (BilledSession, self.billed)):
+            for part in _chunks(rows, 5000):
+                db.execute(insert(model.__table__), part)
+        if self.fee_marks:
+            t = Invoice.__table__
+            db.execute(update(t).where(t.c.number == bindparam("b_number")).values(late_fee_by=bindparam("b_by")),
+                       self.fee_marks)
+
+
+def _billed_energy(db: DbSession, contracts: list[str], months: list[int]) -> dict[tuple[str, int], int]:
+    """(contract, month) -> energy of the contract's sessions on issued documents that started in
+    that calendar month: one grouped query (invoices by contract, their billed sessions, those)."""
+    out: dict[tuple[str, int], int] = defaultdict(int)
+    if not contracts or not months:
+        return out
+    spans = [(m, month_of(m + 32 * 86400)) for m in months]
+    which = case(*[(and_(Session.start_t >= a, Session.start_t < b), literal_column(str(int(a)))) for a, b in spans])
+    for part in _chunks(contracts):
+        inner = (select(Invoice.contract_id.label("contract"), which.label("month"), Session.energy_wh.label("wh"))
+                 .select_from(Invoice)
+                 .join(BilledSession, BilledSession.invoice == Invoice.number)
+                 .join(Session, and_(Session.dev == BilledSession.dev, Session.seq == BilledSession.seq))
+                 .where(Invoice.contract_id.in_(part),
+                        or_(*[and_(Session.start_t >= a, Session.start_t < b) for a, b in spans]))).subquery()
+        q = select(inner.c.contract, inner.c.month, func.sum(inner.c.wh)).group_by(inner.c.contract, inner.c.month)
+        for contract, month, wh in db.execute(q):
+            out[(contract, int(month))] += int(wh or 0)
+    return out
 
 
 @dataclass
@@ -309,21 +455,21 @@ class _Line:
     kind: str
     description: str
     part: Part
-    session: Session | None = None
+    session: Row | None = None
     main: bool = False
 
 
 class _Builder:
     """The lines of one document and what it charges per session (for refunds)."""
 
-    def __init__(self, db: DbSession, key: Key, rows: list[Session], ver_of: dict, now: int):
-        self.db, self.key, self.rows, self.ver_of, self.now = db, key, rows, ver_of, now
+    def __init__(self, ctx: _Batch, key: Key, rows: list[Row], ver_of: dict, now: int):
+        self.ctx, self.key, self.rows, self.ver_of, self.now = ctx, key, rows, ver_of, now
         self.lines: list[_Line] = []
         self.left: dict[tuple[str, int], list[Part]] = {}  # per session: its parts after its discounts
-        self.versions = {v.version: v for v in registry.versions(db, key.contract)} if key.contract else {}
+        self.versions = dict(ctx.versions.get(key.contract, {})) if key.contract else {}
         self.version = self._invoice_version()
-        cust = db.get(Customer, key.customer) if key.customer else None
-        self.lang = cust.language if cust is not None else "en"
+        self.cust = ctx.customers.get(key.customer) if key.customer else None
+        self.lang = self.cust.language if self.cust is not None else "en"
 
     def _invoice_version(self) -> ContractVersion | None:
         """Invoice-wide terms (payment days, per-invoice discounts): the version of the latest session."""
@@ -333,17 +479,8 @@ class _Builder:
             return self.versions[self.ver_of[(self.rows[-1].dev, self.rows[-1].seq)]]
         return registry.version_at(list(self.versions.values()), self.now) or self.versions[max(self.versions)]
 
-    def _billed_energy(self, month: int) -> int:
-        """Energy of this contract's sessions on earlier documents, started in a calendar month."""
-        nxt = month_of(month + 32 * 86400)
-        return self.db.scalar(
-            select(func.coalesce(func.sum(Session.energy_wh), 0)).select_from(BilledSession)
-            .join(Session, and_(Session.dev == BilledSession.dev, Session.seq == BilledSession.seq))
-            .join(Invoice, Invoice.number == BilledSession.invoice)
-            .where(Invoice.contract_id == self.key.contract, Session.start_t >= month, Session.start_t < nxt)) or 0
-
     def sessions(self) -> None:
-        earlier: dict[int, int] = {}  # month -> energy on earlier documents (queried only for a volume tier)
+        earlier: dict[int, int] = {}  # month -> energy on earlier documents (read only for a volume tier)
         here: dict[int, int] = defaultdict(int)  # month -> energy of this document's sessions so far
         for s in self.rows:
             parts = amounts.session_parts(s.payload, s.cost_excl, s.cost_incl)
@@ -353,13 +490,13 @@ class _Builder:
                 extra = "" if i == 0 else say(lang, "share", rate=percent(p.vat_bp, lang))
                 self.lines.append(_Line("session", label + extra, p, s, main=i == 0))
             if self.key.kind == "invoice":
-                version = self.versions[self.ver_of[(s.dev, s.seq)]]
-                rules = [r for r in json.loads(version.discounts) if r["per"] == "session"]
+                ver = self.ver_of[(s.dev, s.seq)]
+                rules = [r for r in self.ctx.rules[(self.key.contract, ver)] if r["per"] == "session"]
                 month = month_of(s.start_t)
                 used = 0
                 if any(r["above_wh"] for r in rules):
                     if month not in earlier:
-                        earlier[month] = self._billed_energy(month)
+                        earlier[month] = self.ctx.energy[(self.key.contract, month)]
                     used = earlier[month] + here[month]
                 here[month] += s.energy_wh
                 for rule in rules:
@@ -378,7 +515,7 @@ class _Builder:
         if self.version is None or not self.rows:
             return
         total_wh = sum(s.energy_wh for s in self.rows)
-        for rule in json.loads(self.version.discounts):
+        for rule in self.ctx.rules[(self.version.contract_id, self.version.version)]:
             if rule["per"] != "invoice" or total_wh < rule["above_wh"]:
                 continue
             base = amounts.by_rate([p for parts in self.left.values() for p in parts])
@@ -408,7 +545,7 @@ class _Builder:
 
     def fees(self, late: list[Invoice]) -> None:
         for inv in late:
-            version = self.db.get(ContractVersion, (inv.contract_id, inv.contract_ver))
+            version = self.ctx.version(inv.contract_id, inv.contract_ver)
             fee = version.late_fee if version is not None else 0
             if fee > 0:  # a fee is not a supply: no VAT (docs/billing-runs.md)
                 text = say(self.lang, "late_fee", number=inv.number, date=date_in(inv.due_at, self.lang))
@@ -419,9 +556,9 @@ class _Builder:
         return sum(x.part.gross for x in self.lines)
 
     def write(self, number: str, seq: int, series: str, period: str, start: int, end: int, late: list[Invoice]) -> None:
-        db, key = self.db, self.key
-        cust = db.get(Customer, key.customer) if key.customer else None
-        buyer = registry.customer_party(cust) if cust else _anonymous(self.rows[0].token)
+        """The document's rows, queued in the batch (_Batch.flush inserts them)."""
+        ctx, key, cust = self.ctx, self.key, self.cust
+        buyer = terms.party_json(registry.customer_party(cust) if cust else _anonymous(self.rows[0].token))
         # the service period: the cycle window, from an earlier day when a late session is on it
         first = min((s.start_t for s in self.rows), default=key.window[0])
         p_start, p_end = min(key.window[0], first - first % 86400), key.window[1]
@@ -431,29 +568,28 @@ class _Builder:
         days = self.version.payment_days if self.version is not None else None
         prepaid = sum(s.charged for s in self.rows)
         note = say(self.lang, "prepaid", amount=money_in(prepaid, key.currency, self.lang)) if prepaid else ""
-        db.add(Invoice(
+        ctx.invoices.append(dict(
             number=number, kind=key.kind, series=series, seq=seq, customer_id=cust.id if cust else None,
             contract_id=key.contract or None, contract_ver=self.version.version if self.version else None,
             currency=key.currency, issued_at=self.now, period_start=p_start, period_end=p_end,
             due_at=self.now + days * 86400 if key.kind == "invoice" and days is not None else None,
-            billing_period=period, refers_to=None, buyer=terms.party_json(buyer),
-            seller=terms.party_json(registry.seller(db)), language=self.lang,
+            billing_period=period, refers_to=None, buyer=buyer, seller=ctx.seller, language=self.lang,
             total_net=sum(x.part.net for x in self.lines), total_tax=sum(x.part.tax for x in self.lines), note=note,
             payment_terms=say(self.lang, "terms", days=days) if key.kind == "invoice" and days is not None else "",
             paid_at=self.now if prepaid and prepaid >= self.total else None,  # the prepaid balance paid it all
             late_fee_by=None))
-        db.flush()  # the document row before the rows that point at it
         for pos, x in enumerate(self.lines, start=1):
             s = x.session
-            db.add(InvoiceLine(invoice=number, pos=pos, kind=x.kind, description=x.description[:255], net=x.part.net,
-                               vat_bp=x.part.vat_bp, tax=x.part.tax, dev=s.dev if s else None, seq=s.seq if s else None,
-                               record_hash=s.hash if s else None, main=x.main))
+            ctx.lines.append(dict(invoice=number, pos=pos, kind=x.kind, description=x.description[:255], net=x.part.net,
+                                  vat_bp=x.part.vat_bp, tax=x.part.tax, dev=s.dev if s else None,
+                                  seq=s.seq if s else None, record_hash=s.hash if s else None, main=x.main))
         for s in self.rows:
-            k = (s.dev, s.seq)
-            charged = sum(p.gross for p in self.left[k])
-            db.add(BilledSession(dev=s.dev, seq=s.seq, invoice=number, amount=max(0, charged), refunded=0))
+            charged = sum(p.gross for p in self.left[(s.dev, s.seq)])
+            ctx.billed.append(dict(dev=s.dev, seq=s.seq, invoice=number, amount=max(0, charged), refunded=0))
+            if key.contract:  # later documents of this contract in the batch count this energy (volume tiers)
+                ctx.energy[(key.contract, month_of(s.start_t))] += s.energy_wh
         for inv in late:
-            inv.late_fee_by = number
+            ctx.fee_marks.append({"b_number": inv.number, "b_by": number})
 
 
 def _rule(rule: dict, currency: str, lang: str = "en") -> str:
