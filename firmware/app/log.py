@@ -27,7 +27,7 @@ from hal import clock
 
 _MAX_FILE = 16 * 1024
 _KEEP_ERRORS = 8
-_RING_BYTES = 2048  # recent lines of every level
+_RING_BYTES = 1024  # recent lines of every level (~12; W/E lines also reach the flash log)
 _BATCH_BYTES = 1024  # W/E lines waiting for the flash
 _FLUSH_MS = 15 * 60 * 1000  # a batched line reaches the flash within this (device time)
 _QUIET_MS = 30 * 1000  # an error is written at once if nothing was written for this long

@@ -2,7 +2,26 @@
 # first line as a lit title bar, and a QR code (the final screen's receipt link, the idle screen's
 # payment link) at the right edge. The code is encoded when the frame is drawn and dropped after:
 # the panel keeps only the link (the layout needs only its size, known from the link's length).
-from display import qr as qrcode
+# The encoder module itself (~1.3 KB of RAM when imported, frozen) is imported for each use and
+# forgotten after: between frames the heap does not hold it.
+import sys
+
+
+def _use_qr(name, arg):
+    # forgotten after use only when nobody else had imported it (their QrError stays their class)
+    kept = "display.qr" in sys.modules
+    from display import qr
+
+    try:
+        return getattr(qr, name)(arg)
+    finally:
+        if not kept:
+            sys.modules.pop("display.qr", None)
+            import display
+
+            if hasattr(display, "qr"):
+                delattr(display, "qr")
+
 
 QUIET = 4  # modules of light margin around a QR code (ISO/IEC 18004: 4)
 CHAR = 8
@@ -18,7 +37,7 @@ def qr_side(size, height):
 def qr_size(link):
     """Modules per side of the code for link, without encoding it (raises QrError when too long)."""
     n = len(link.encode()) if isinstance(link, str) else len(link)
-    return 17 + 4 * qrcode.version_for(n)
+    return 17 + 4 * _use_qr("version_for", n)
 
 
 def text_cols(width, height, link):
@@ -57,4 +76,4 @@ def draw(fb, width, height, lines, code=None):
 
 
 def encode(link):
-    return qrcode.encode(link)
+    return _use_qr("encode", link)

@@ -22,22 +22,25 @@ _MERGE_GAP_REGS = const(12)
 
 _SDM_SERIAL = (3, 0xFC00, "u32", None)  # Eastron "serial number" holding register, uint32
 
-MODELS = {
-    "sdm120": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x000C, "f32", "W"), "serial": _SDM_SERIAL},
-    "sdm230": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x000C, "f32", "W"), "serial": _SDM_SERIAL},
-    "sdm630": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x0034, "f32", "W"), "serial": _SDM_SERIAL},
-    "sdm72": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x0034, "f32", "W"), "serial": _SDM_SERIAL},
-    # ABB: the 64-bit energy register is read whole; its low 32 bits alone wrap at 2**32 centi-kWh.
-    "abb-b23": {"energy": (3, 0x5000, "u64", "0.01kWh"), "power": (3, 0x5B14, "i32", "0.01W"),
-                "serial": (3, 0x8900, "u32", None)},
-    "abb-b24": {"energy": (3, 0x5000, "u64", "0.01kWh"), "power": (3, 0x5B14, "i32", "0.01W"),
-                "serial": (3, 0x8900, "u32", None)},
-    # Serial at 0x5000 as 7 ASCII registers is the Carlo Gavazzi EM24 layout; unconfirmed for the EM340.
-    "em340": {"energy": (4, 0x0034, "i32_ws", "0.1kWh"), "power": (4, 0x0028, "i32_ws", "0.1W"),
-              "serial": (3, 0x5000, "str7", None)},
-    "eem-350": {"energy": (4, 0x003E, "i32_ws", "0.1kWh"), "power": (4, 0x0028, "i32_ws", "0.1W"), "serial": None},
-    "finder-7e": {"energy": (4, 0x1106, "f32", "Wh"), "power": (4, 0x1026, "f32", "W"), "serial": None},
-}
+def catalog():
+    """Every known model's register map, built on each call: a module-level dict kept ~1 KB of
+    RAM for the life of the charger, which needs one entry once at boot (get())."""
+    return {
+        "sdm120": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x000C, "f32", "W"), "serial": _SDM_SERIAL},
+        "sdm230": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x000C, "f32", "W"), "serial": _SDM_SERIAL},
+        "sdm630": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x0034, "f32", "W"), "serial": _SDM_SERIAL},
+        "sdm72": {"energy": (4, 0x0048, "f32", "kWh"), "power": (4, 0x0034, "f32", "W"), "serial": _SDM_SERIAL},
+        # ABB: the 64-bit energy register is read whole; its low 32 bits alone wrap at 2**32 centi-kWh.
+        "abb-b23": {"energy": (3, 0x5000, "u64", "0.01kWh"), "power": (3, 0x5B14, "i32", "0.01W"),
+                    "serial": (3, 0x8900, "u32", None)},
+        "abb-b24": {"energy": (3, 0x5000, "u64", "0.01kWh"), "power": (3, 0x5B14, "i32", "0.01W"),
+                    "serial": (3, 0x8900, "u32", None)},
+        # Serial at 0x5000 as 7 ASCII registers is the Carlo Gavazzi EM24 layout; unconfirmed for the EM340.
+        "em340": {"energy": (4, 0x0034, "i32_ws", "0.1kWh"), "power": (4, 0x0028, "i32_ws", "0.1W"),
+                  "serial": (3, 0x5000, "str7", None)},
+        "eem-350": {"energy": (4, 0x003E, "i32_ws", "0.1kWh"), "power": (4, 0x0028, "i32_ws", "0.1W"), "serial": None},
+        "finder-7e": {"energy": (4, 0x1106, "f32", "Wh"), "power": (4, 0x1026, "f32", "W"), "serial": None},
+    }
 
 
 class ModelError(ValueError):
@@ -115,11 +118,11 @@ def _plan(quantities):
 
 
 def names():
-    return sorted(MODELS) + ["generic"]
+    return sorted(catalog()) + ["generic"]
 
 
 def get(name, generic=None):
-    """The model called name; "generic" builds one from the dict generic (same layout as MODELS)."""
+    """The model called name; "generic" builds one from the dict generic (same layout as catalog())."""
     if not isinstance(name, str):
         raise ModelError("meter model must be a string")
     key = name.lower()
@@ -127,7 +130,7 @@ def get(name, generic=None):
         if generic is None:
             raise ModelError("model generic needs a register map (meter.generic in the config)")
         return Model("generic", generic)
-    spec = MODELS.get(key)
+    spec = catalog().get(key)
     if spec is None:
         raise ModelError("unknown meter model %r (known: %s)" % (name, ", ".join(names())))
     return Model(key, spec)

@@ -52,3 +52,30 @@ def test_code_size_from_the_link_length_and_text_clear_of_the_quiet_zone():
         assert cols == (128 - side - 2) // 8, n
     assert "180" in out["too_long"]
     assert out["quiet_all_lit"] and out["modules_exact"] and out["cols_v9"] == 8
+
+
+FORGOTTEN = """
+import gc, sys
+from display import render
+
+def frame():
+    cols = render.text_cols(128, 64, "h" * 40)
+    return cols, render.encode("h" * 40).size
+
+
+first = frame()  # (not frozen here: loading the module interns its names once, for good)
+gc.collect()
+before = gc.mem_alloc()
+again = frame()
+gc.collect()
+emit([first, again, "display.qr" in sys.modules, gc.mem_alloc() - before])
+"""
+
+
+def test_the_encoder_is_not_kept_between_frames():
+    """render imports display.qr for a layout or an encoding and forgets it after (it would keep
+    ~1.3 KB of RAM between frames); a caller that imported it itself keeps it (test above)."""
+    first, again, kept, grown = run_mp(FORGOTTEN).value
+    assert first == again == [(128 - (29 + 8) - 2) // 8, 29]
+    assert not kept
+    assert grown < 256, f"{grown} B stayed on the heap after a layout and an encoding"
