@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from backend.downlink import Downlinks, Message, Publish
-from backend.models import Device, DeviceState, Downlink
+from backend.models import Device, DevicePresence, DeviceState, Downlink
 
 log = logging.getLogger("backend.converge")
 
@@ -115,11 +115,15 @@ class Converger:
             if db.get(Device, dev) is None:
                 return []  # not ours (or not registered yet): nothing to converge
             row = db.get(DeviceState, dev, with_for_update=True)
+            was = None if row is None else row.online
             if row is None:
                 row = DeviceState(dev=dev, online=False, tariff_ver=0, list_ver=0, seen_at=now, pushed_tariff_ver=0,
                                   pushed_tariff_at=0, pushed_list_ver=0, pushed_list_at=0)
                 db.add(row)
             row.online, row.seen_at = st["online"], now
+            row.status = payload.decode("utf-8", "replace")  # the dashboard's live state (backend/web)
+            if was is None or bool(was) != st["online"]:  # the dashboard's offline periods
+                db.add(DevicePresence(dev=dev, at=now, online=st["online"]))
             if st["tariff"] is not None:
                 row.tariff_ver, row.list_ver = st["tariff"], st["authlist"]
                 row.collecting_ver = st["collecting"]

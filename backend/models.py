@@ -190,6 +190,21 @@ class DeviceState(Base):
     pushed_tariff_at: Mapped[int] = mapped_column(BigInteger, default=0)
     pushed_list_ver: Mapped[int] = mapped_column(BigInteger, default=0)
     pushed_list_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str | None] = mapped_column(Text)  # the last status as received (JSON): the dashboard's live state
+
+
+class DevicePresence(Base):
+    """Every change of a device's online flag as its statuses reported it (the last will
+    {"online": false} included), at the backend's time of receipt: the dashboard's offline periods."""
+
+    __tablename__ = "device_presence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dev: Mapped[str] = mapped_column(String(32))
+    at: Mapped[int] = mapped_column(BigInteger)
+    online: Mapped[bool] = mapped_column(Boolean)
+
+
+Index("ix_device_presence_dev_at", DevicePresence.dev, DevicePresence.at)
 
 
 class ListEntry(Base):
@@ -440,3 +455,6 @@ Index("ix_audit_log_limit", AuditEntry.action, AuditEntry.user, AuditEntry.ip, A
 Index("ix_sessions_dev_start", Session.dev, Session.start_t)
 Index("ix_sessions_contract", Session.contract)
 Index("ix_sessions_token_start", Session.token, Session.start_t)
+# the revenue trend groups by UTC day in this order (backend/web/queries.py trend; migration 0009)
+Index("ix_sessions_currency_day", Session.currency, text("(start_t / 86400)"), Session.start_t, Session.energy_wh,
+      Session.cost_incl)

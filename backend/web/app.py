@@ -7,7 +7,8 @@
   GET  /tariffs, POST /tariffs/preview|push      versions held; an OCPI tariff priced by the device engine; push (admin)
   GET  /invoices, /invoices/{number}.pdf|.xml    issued documents (backend/billing renders them)
   POST /invoices/{number}/refund                 a credit note: all, one session, or an amount (admin)
-  GET  /anomalies, POST /gaps/{dev}/accept       refused messages, records waiting behind gaps (admin)
+  GET  /anomalies, POST /gaps/{dev}/accept       refused messages, records waiting behind gaps (admin), offline periods
+  GET  /offline.csv                              past offline periods
   GET  /analytics, /charts/{name}.svg|.csv       trends, heat map, utilization, revenue, detections
   GET  /audit                                    who did what (admin)
 
@@ -39,7 +40,7 @@ COOKIE, PRE = "evc_login", "evc_pre"
 INT64_MAX = (1 << 63) - 1
 CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
-CHARTS = ("trend-sessions", "trend-energy", "trend-revenue", "heatmap", "utilization", "revenue-contract",
+CHARTS = ("trend-sessions", "trend-energy", "trend-revenue", "heatmap", "utilization", "power", "revenue-contract",
           "revenue-tariff")
 
 
@@ -240,7 +241,7 @@ def create_app(db_target: str, broker: str | None = None, keys: str | Path | Non
     def chargers(request: Request, done: str = ""):
         op = current(request)
         with sessions() as db:
-            rows = queries.chargers(db)
+            rows = [(r, queries.live(r.status)) for r in queries.chargers(db)]
         return page(request, "chargers.html", op, rows=rows, push=downlinks is not None, why_not=why_not, done=done)
 
     @app.post("/chargers/{dev}/stop")
@@ -341,13 +342,35 @@ def create_app(db_target: str, broker: str | None = None, keys: str | Path | Non
 
     # -- anomalies and gaps ---------------------------------------------------------------------
 
+    def min_offline(hours: str) -> int:
+        if not hours.strip():
+            return offline_after_s
+        if not hours.strip().isdigit() or not 0 < int(hours) <= 100_000:
+            raise Refused(400, "offline for at least: a whole number of hours from 1")
+        return int(hours) * 3600
+
     @app.get("/anomalies", response_class=HTMLResponse)
-    def anomalies(request: Request, done: str = ""):
+    def anomalies(request: Request, done: str = "", min_h: str = "", start: str = "", end: str = ""):
         op = current(request)
+        longer, (s, e) = min_offline(min_h), window(start, end)
         with sessions() as db:
             rows, gaps = queries.anomalies(db), queries.gaps(db)
             offline = queries.offline(db, int(clock()), offline_after_s)
-        return page(request, "anomalies.html", op, rows=rows, gaps=gaps, offline=offline, done=done)
+            periods = queries.offline_periods(db, int(clock()), longer, s, e, limit=200)
+        qs = request.url.query
+        return page(request, "anomalies.html", op, rows=rows, gaps=gaps, offline=offline, done=done, periods=periods,
+                    min_h=longer // 3600, start=start, end=end, qs=qs)
+
+    @app.get("/offline.csv")
+    def offline_csv(request: Request, min_h: str = "", start: str = "", end: str = ""):
+        current(request)
+        longer, (s, e) = min_offline(min_h), window(start, end)
+        with sessions() as db:
+            rows = [(r.dev, iso_s(r.since), iso_s(r.until), r.seconds)
+                    for r in queries.offline_periods(db, int(clock()), longer, s, e)]
+        return PlainTextResponse(charts.to_csv(["charger", "offline_from", "back_online", "seconds"], rows),
+                                 media_type="text/csv",
+                                 headers={"Content-Disposition": 'attachment; filename="offline.csv"'})
 
     @app.post("/gaps/{dev}/accept")
     def accept_gap(request: Request, dev: str, through: int = Form(...), reason: str = Form(""), csrf: str = Form("")):
@@ -474,14 +497,26 @@ def create_app(db_target: str, broker: str | None = None, keys: str | Path | Non
                 rows = [(charts.WEEKDAYS[d], *grid[d]) for d in range(7)]
                 return (["weekday"] + [f"{h:02d}" for h in range(24)], rows,
                         lambda: charts.heat(grid, "sessions started per weekday and hour"))
-            if name == "utilization":
+            if name in ("utilization", "power"):
                 lo = s if s is not None else (db.scalar(select(Session.start_t).order_by(Session.start_t).limit(1)) or 0)
                 hi = e if e is not None else max(lo + 1, int(clock()))
-                rows = [(r.id, r.sessions, r.busy_s, r.energy_wh, r.busy_s * 1000 // (hi - lo))
-                        for r in queries.utilization(db, lo, hi)]
-                return (["charger", "sessions", "busy_s", "energy_wh", "busy_permille"], rows,
-                        lambda: charts.bars([r[0] for r in rows], [r[4] / 10 for r in rows],
-                                            "share of time charging", "%"))
+                found = queries.usage(db, lo, hi)
+            if name == "utilization":
+                span = hi - lo
+                rows = [(r.id, r.sessions, r.plugged_s, r.charging_s, r.idle_s, r.idle_sessions, r.energy_wh,
+                         r.plugged_s * 1000 // span, r.charging_s * 1000 // span, r.idle_s * 1000 // span)
+                        for r in found]
+                return (["charger", "sessions", "plugged_s", "charging_s", "idle_s", "idle_sessions", "energy_wh",
+                         "plugged_permille", "charging_permille", "idle_permille"], rows,
+                        lambda: charts.stacked([r[0] for r in rows], [("charging", [r[8] / 10 for r in rows]),
+                                                                      ("plugged, idle", [r[9] / 10 for r in rows])],
+                                               "share of time charging and plugged in idle", "% of the window"))
+            if name == "power":
+                rows = [(r.id, r.sessions, r.energy_wh, r.charging_s, r.avg_w, r.max_w) for r in found]
+                return (["charger", "sessions", "energy_wh", "charging_s", "avg_w", "max_w"], rows,
+                        lambda: charts.grouped([r[0] for r in rows], [("average", [r[4] for r in rows]),
+                                                                      ("highest session", [r[5] for r in rows])],
+                                               "power while charging", "W"))
             what = name.split("-", 1)[1]
             rows = [tuple(r) for r in queries.revenue_by(db, what, s, e)]
             return ([what, "currency", "sessions", "energy_wh", "revenue"], rows,
@@ -501,6 +536,10 @@ def create_app(db_target: str, broker: str | None = None, keys: str | Path | Non
         return page(request, "audit.html", op, rows=rows)
 
     return app
+
+
+def iso_s(t: int | None) -> str:
+    return "" if t is None else dt.datetime.fromtimestamp(int(t), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def label(period: str, b) -> str:

@@ -1,19 +1,23 @@
-"""A made-up fleet for the dashboard's screenshots and benchmark: chargers, cards, customers and
-session rows with a daily rhythm, inserted in bulk (SQLAlchemy core executemany). The rows are not
-signed records (raw is a placeholder): the detail page says they do not verify, as it should."""
+"""A made-up fleet for the dashboard's screenshots and benchmark: chargers with their last status
+and their online history, cards, customers and session rows with a daily rhythm, inserted in bulk
+(SQLAlchemy core executemany). The rows are not signed records (raw is a placeholder): the detail
+page says they do not verify, as it should. Their payloads carry cost lines: ENERGY, TIME and, for
+the tariffs that price parking, PARKING_TIME (the idle time at the end of a session)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Iterator
 
 from sqlalchemy import insert
 
-from backend.models import Card, Contract, Customer, Device, DeviceState, Session
+from backend.models import Card, Contract, Customer, Device, DevicePresence, DeviceState, Session
 
 CHUNK = 5000
 HOURS = [1, 1, 1, 1, 1, 2, 4, 9, 14, 10, 7, 6, 7, 6, 6, 7, 10, 14, 16, 12, 8, 5, 3, 2]  # weights per hour of day
 TARIFFS = ("std", "night", "fleet-2026")
+PARKED = ("std", "fleet-2026")  # the tariffs with a PARKING_TIME element
 
 
 def device_id(i: int) -> str:
@@ -35,7 +39,9 @@ def rows(n: int, chargers: int, cards: int, start: int, days: int, seed: int = 1
         t = start + rnd.randrange(days) * 86400 + hours[i % 4096] * 3600 + rnd.randrange(3600)
         secs = rnd.randrange(20 * 60, 4 * 3600)
         power = rnd.choice((3700, 7400, 11000, 11000, 22000))
-        wh = power * secs // 3600 * rnd.randrange(60, 100) // 100
+        share = rnd.randrange(60, 101)  # per cent of the session charging; then it stands plugged in, idle
+        charging = secs * share // 100
+        wh = power * charging // 3600
         card = rnd.randrange(cards)
         flags, tq, reason = "", "S", rnd.choice(("card", "card", "unplugged", "balance", "remote"))
         roll = rnd.random()
@@ -46,13 +52,17 @@ def rows(n: int, chargers: int, cards: int, start: int, days: int, seed: int = 1
         elif roll < 0.015:
             flags, wh = "void", 0
         cost = wh * 39 // 100  # 0.39 EUR per kWh incl. VAT, in cents
+        lines = [] if flags == "void" else [{"dim": "ENERGY", "el": 0, "qty": wh, "unit": "Wh"},
+                                            {"dim": "TIME", "el": 0, "qty": charging, "unit": "s"}]
+        if lines and TARIFFS[card % 3] in PARKED and secs > charging:
+            lines.append({"dim": "PARKING_TIME", "el": 0, "qty": secs - charging, "unit": "s"})
         yield {"dev": device_id(d), "seq": seqs[d], "hash": "%064x" % i, "raw": "-", "token": token(card),
                "auth": "list", "contract": f"C-{card % 7}" if card % 3 == 0 else None,
                "tariff_id": TARIFFS[card % 3], "tariff_ver": "1", "start_t": t, "start_tq": tq, "start_wh": 0,
                "stop_t": t + secs, "stop_tq": "S", "stop_wh": wh, "stop_reason": reason, "energy_wh": wh,
                "currency": "EUR", "cost_excl": cost * 100 // 119, "cost_incl": cost, "flags": flags,
                "meter_model": "sdm630", "meter_serial": f"M-{d}", "fw": "0.1.0", "ocmf": "-",
-               "payload": '{"v":1}', "charged": 0, "stored_at": t + secs}
+               "payload": json.dumps({"v": 1, "cost": {"lines": lines}}, separators=(",", ":")), "charged": 0, "stored_at": t + secs}
 
 
 def populate(sessions, n: int = 1000, chargers: int = 8, cards: int = 400, start: int = 1_772_409_600,
@@ -63,9 +73,10 @@ def populate(sessions, n: int = 1000, chargers: int = 8, cards: int = 400, start
     with sessions.begin() as db:
         db.execute(insert(Device), [{"id": device_id(i), "pubkey": b"-", "added_at": start, "head_seq": 0,
                                      "head_hash": ""} for i in range(chargers)])
-        db.execute(insert(DeviceState), [{"dev": device_id(i), "online": rnd.random() > 0.15, "tariff_ver": 3,
-                                          "list_ver": 12 if i % 5 else 11, "seen_at": now - rnd.randrange(7200),
-                                          "pushed_tariff_ver": 3, "pushed_list_ver": 12} for i in range(chargers)])
+        states = [_state(rnd, i, now) for i in range(chargers)]
+        db.execute(insert(DeviceState), states)
+        db.execute(insert(DevicePresence),
+                   [p for i in range(chargers) for p in _presence(rnd, i, start, now, states[i])])
         db.execute(insert(Customer), [{"id": f"CU-{k}", "kind": "company" if k % 2 else "driver",
                                        "name": f"Customer {k}", "address": "Str. 1", "postcode": "10115",
                                        "city": "Berlin", "country": "DE", "language": "en", "currency": "EUR",
@@ -89,3 +100,38 @@ def populate(sessions, n: int = 1000, chargers: int = 8, cards: int = 400, start
             db.execute(insert(Session), batch)
         for dev, head in heads.items():
             db.get(Device, dev).head_seq = head
+
+
+def _state(rnd: random.Random, i: int, now: int) -> dict:
+    """A charger's device_states row with its last status (docs/protocol.md): offline, idle or charging."""
+    online = rnd.random() > 0.15
+    fw = "0.1.0" if i % 4 else "0.0.9"  # the older firmware sends no power ("w") while charging
+    status: dict = {"online": False}
+    if online:
+        status = {"online": True, "state": "idle", "fw": fw, "seq": 100 + i, "acked": 100 + i, "pending": i % 3 // 2,
+                  "versions": {"tariff": 3, "authlist": 12 if i % 5 else 11}, "t": now, "tq": "S"}
+        if rnd.random() < 0.5:
+            w = rnd.choice((3680, 7360, 10900, 21800))
+            secs = rnd.randrange(300, 3 * 3600)
+            status.update({"state": "charging", "wh": w * secs // 3600, "cost": w * secs // 3600 * 39 // 1000,
+                           "since": now - secs})
+            if fw == "0.1.0":
+                status["w"] = w
+    return {"dev": device_id(i), "online": online, "tariff_ver": 3, "list_ver": 12 if i % 5 else 11,
+            "seen_at": now - rnd.randrange(7200), "pushed_tariff_ver": 3, "pushed_list_ver": 12,
+            "status": json.dumps(status, separators=(",", ":"))}
+
+
+def _presence(rnd: random.Random, i: int, start: int, now: int, state: dict) -> list[dict]:
+    """A charger's online changes: a few outages of minutes to a day, and offline at the end when its state says so."""
+    out, t = [{"dev": device_id(i), "at": start, "online": True}], start
+    for _ in range(rnd.randrange(0, 4)):
+        t += rnd.randrange(3600, max(3601, (now - t) // 2))
+        back = t + rnd.choice((600, 1800, 2 * 3600, 5 * 3600, 26 * 3600))
+        if back >= now - 7200:
+            break
+        out += [{"dev": device_id(i), "at": t, "online": False}, {"dev": device_id(i), "at": back, "online": True}]
+        t = back
+    if not state["online"]:
+        out.append({"dev": device_id(i), "at": state["seen_at"], "online": False})
+    return out

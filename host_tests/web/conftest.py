@@ -4,6 +4,7 @@ chargers in March 2026 whose figures the analytics tests compute by hand; an adm
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,26 @@ MADE = [
     ("ev-2", 3, TOK_C, None, "night", MAR + 9 * DAY + 22 * 3600, 3600, 0, 0, "meter-fault", "S", "meter-fault"),
 ]
 BILLED = "evc-w1"  # the charger whose records are real, signed by the firmware's code
+# PARKING_TIME seconds (idle while plugged) the made rows' cost lines carry, per (dev, seq): one line,
+# two lines (two tariff elements), a line in ms; the others have none
+PARKING = {("ev-1", 1): [(600, "s")], ("ev-2", 1): [(900, "s"), (300, "s")], ("ev-2", 3): [(1_800_000, "ms")]}
+# the statuses the chargers send (backend/converge.py stores them): (time, dev, status)
+IDLE = {"online": True, "state": "idle", "seq": 3, "acked": 3, "pending": 0, "versions": {"tariff": 0, "authlist": 0}}
+WILL = {"online": False}
+STATUSES = [
+    (MAR, BILLED, {**IDLE, "fw": "0.1.0"}),
+    (MAR + 2 * 3600, BILLED, WILL),  # offline 3 h
+    (MAR + 5 * 3600, BILLED, {**IDLE, "fw": "0.1.0"}),
+    (MAR + 8 * 3600, "ev-2", {**IDLE, "fw": "0.9.1"}),
+    (MAR + DAY, BILLED, WILL),  # offline 30 min
+    (MAR + DAY + 1800, BILLED, {**IDLE, "fw": "0.1.0"}),
+    (MAR + 2 * DAY, BILLED, {**IDLE, "fw": "0.1.0", "state": "charging", "wh": 1500, "cost": 59,  # no "w": older firmware
+                             "since": MAR + 2 * DAY - 600}),
+    (MAR + 3 * DAY, "ev-2", WILL),  # offline 2 h
+    (MAR + 3 * DAY + 7200, "ev-2", {**IDLE, "fw": "0.9.1"}),
+    (MAR + 3 * DAY + 7300, "ev-2", {**IDLE, "fw": "0.9.1", "state": "charging", "wh": 3250, "w": 7200, "cost": 146,
+                                    "since": MAR + 3 * DAY + 7250, "pending": 1}),
+]
 
 
 @dataclass
@@ -52,7 +73,7 @@ def _made_rows(sessions) -> None:
                            start_wh=0, stop_t=start + secs, stop_tq="S", stop_wh=wh, stop_reason=reason, energy_wh=wh,
                            currency="EUR", cost_excl=cost * 100 // 119, cost_incl=cost, flags=flags,
                            meter_model="m", meter_serial="s", fw="0.9.0", ocmf="OCMF|{}|{}",
-                           payload='{"v":1,"cost":{"lines":[]}}', charged=0, stored_at=start))
+                           payload=_payload(PARKING.get((dev, seq), [])), charged=0, stored_at=start))
         for tok, bal, contract in ((TOK_A, 5000, "fleet"), (TOK_B, None, None), (TOK_C, None, None)):
             db.add(Card(token=tok, status="accepted", exp=None, contract=contract, balance=bal, updated_at=0))
         for cid in ("cu-1", "cu-2"):
@@ -62,6 +83,28 @@ def _made_rows(sessions) -> None:
         db.flush()
         db.add(Contract(id="fleet", customer_id="cu-2", created_at=0))
         db.add(CardOwner(token=TOK_B, valid_from=0, customer_id="cu-1", contract_id=None, assigned_at=0))
+
+
+def _payload(parking: list[tuple[int, str]]) -> str:
+    lines = [{"dim": "ENERGY", "el": 0, "qty": 1000, "unit": "Wh"}, {"dim": "TIME", "el": 0, "qty": 60, "unit": "s"}]
+    lines += [{"dim": "PARKING_TIME", "el": i + 1, "qty": q, "unit": u} for i, (q, u) in enumerate(parking)]
+    return json.dumps({"v": 1, "cost": {"currency": "EUR", "lines": lines}}, separators=(",", ":"))
+
+
+def send_statuses(sessions, keys_dir, statuses) -> None:
+    """The statuses through the worker's own path (backend/converge.py Converger.on_status), in order."""
+    from backend.converge import Converger
+    from backend.downlink import Downlinks
+    from backend.keys import Keys
+
+    keys = Keys(keys_dir)
+    if not keys.key_file.exists():
+        keys.init(site_secret="44" * 32)
+    t = [0]
+    conv = Converger(sessions, Downlinks(sessions, keys, clock=lambda: t[0]), clock=lambda: t[0])
+    for at, dev, doc in statuses:
+        t[0] = at
+        conv.on_status(f"evc/{dev}/status", json.dumps(doc).encode(), lambda msgs: None)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -89,6 +132,7 @@ def world(request, tmp_path_factory):
                  fields(BILLED, 3, token(5), NOV + 3 * DAY, 3000, 300, 357)])
         ingest(sessions, ch, ch.records)
         _made_rows(sessions)
+        send_statuses(sessions, tmp / "status-keys", STATUSES)
 
         def call(*argv: str) -> None:
             assert main([*argv, "--db", target, "--keys", str(tmp / "keys")]) == 0, argv

@@ -1,6 +1,6 @@
 """A real headless Chromium (Debian's chromium + chromium-driver, through Selenium) on the dashboard
 served by uvicorn: logs in, browses every page (tools/dashboard_shots.py shoot(), the command that
-makes docs/img/dashboard-*.png), uploads a tariff, previews and pushes it, filters sessions, blocks a card (pushed through a real broker),
+makes docs/img/dashboard-*.png), sees the chargers' live state and past offline periods, uploads a tariff, previews and pushes it, filters sessions, blocks a card (pushed through a real broker),
 downloads an invoice; a viewer gets no admin buttons and is refused when it posts anyway."""
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def test_an_operator_works_through_every_page(world, chromium, broker, tmp_path)
             "login", "sessions", "session", "chargers", "cards", "tariffs", "invoices", "anomalies", "analytics",
             "audit")]
         assert all(f.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and f.stat().st_size > 5000 for f in files)
+
+        # the chargers' live state from their statuses (conftest STATUSES), and the past offline periods
+        b.get(f"{base}/chargers")
+        live = {dev: {c: b.find_element(By.CSS_SELECTOR, f"#charger-{dev} td.{c}").text
+                      for c in ("state", "power", "energy", "cost")} for dev in ("ev-2", "evc-w1")}
+        assert live == {"ev-2": {"state": "charging", "power": "7200", "energy": "3.250", "cost": "1.46 EUR"},
+                        "evc-w1": {"state": "charging", "power": "—", "energy": "1.500", "cost": "0.59 EUR"}}
+        b.get(f"{base}/anomalies")
+        assert len(b.find_elements(By.CSS_SELECTOR, "#offline-periods tr")) == 3  # the header and two periods
 
         # upload a tariff and preview it (the device engine's price), then push it to ev-2
         b.get(f"{base}/tariffs")
