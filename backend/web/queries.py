@@ -232,17 +232,23 @@ def heatmap(db, start: int | None = None, end: int | None = None) -> list[list[i
     return grid
 
 
-# Idle while plugged: the record carries no charging or parking duration, only its cost lines; a
-# PARKING_TIME line's qty is the time without energy flowing that the tariff priced (docs/dashboard.md).
-# Per session, one dialect-specific expression reads its cost lines' JSON, only when the payload
-# mentions PARKING_TIME (the others: 0 without parsing).
+# Idle while plugged: a record carries `parking_s` (the firmware's measured time without energy
+# flowing, docs/records.md); older records only their cost lines, where a PARKING_TIME line's qty is
+# the idle time the tariff priced (docs/dashboard.md). Per session, one dialect-specific expression
+# reads the payload's JSON only when it mentions either (the others: 0 without parsing).
 _IDLE_SQL = {
-    "sqlite": """CASE WHEN sessions.payload LIKE '%"PARKING_TIME"%' THEN coalesce((
+    "sqlite": """CASE WHEN sessions.payload LIKE '%"parking_s":%'
+  THEN max(0, coalesce(CAST(json_extract(sessions.payload, '$.parking_s') AS INTEGER), 0))
+  WHEN sessions.payload LIKE '%"PARKING_TIME"%' THEN coalesce((
   SELECT SUM(CASE WHEN json_extract(l.value, '$.unit') = 'ms' THEN CAST(json_extract(l.value, '$.qty') AS INTEGER) / 1000
                   ELSE CAST(json_extract(l.value, '$.qty') AS INTEGER) END)
   FROM json_each(sessions.payload, '$.cost.lines') AS l WHERE json_extract(l.value, '$.dim') = 'PARKING_TIME'), 0)
   ELSE 0 END""",
-    "postgresql": """CASE WHEN sessions.payload LIKE '%%"PARKING_TIME"%%' THEN coalesce((
+    "postgresql": """CASE WHEN sessions.payload LIKE '%%"parking_s":%%'
+  THEN CASE WHEN jsonb_typeof(CAST(sessions.payload AS jsonb) -> 'parking_s') = 'number'
+            THEN greatest(0, CAST(trunc(CAST(CAST(sessions.payload AS jsonb) ->> 'parking_s' AS numeric)) AS bigint))
+            ELSE 0 END
+  WHEN sessions.payload LIKE '%%"PARKING_TIME"%%' THEN coalesce((
   SELECT CAST(SUM(CASE WHEN jsonb_typeof(l.value -> 'qty') <> 'number' THEN 0
                        WHEN l.value ->> 'unit' = 'ms' THEN div(CAST(l.value ->> 'qty' AS numeric), 1000)
                        ELSE trunc(CAST(l.value ->> 'qty' AS numeric)) END) AS bigint)
@@ -256,7 +262,8 @@ _IDLE_SQL = {
 
 def usage(db, start: int, end: int) -> list:
     """Per charger, of the sessions starting in [start, end): sessions, plugged_s (stop - start),
-    idle_s (plugged without energy flowing, from PARKING_TIME cost lines, at most plugged_s),
+    idle_s (plugged without energy flowing: the record's parking_s, else its PARKING_TIME cost lines;
+    at most plugged_s),
     idle_sessions (sessions whose record shows idle time), charging_s (plugged - idle), energy_wh,
     avg_w (energy over charging time) and max_w (the highest of a session), W. One pass over the
     window's sessions, grouped per charger, then joined to every registered charger."""

@@ -407,6 +407,9 @@ class Controller:
             "meter": {"model": s.meter_model, "serial": s.meter_serial or "unknown"},
             "cost": {"currency": cost["currency"], "excl": excl, "incl": incl, "lines": lines},
             "flags": flags, "fw": FW_VERSION,
+            # time in the session without energy flowing (power under unplug_power_w), priced or
+            # not: the backend's idle-while-plugged figure (docs/records.md)
+            "parking_s": cost["parking_s"] if "parking_s" in cost else cost["parking_ms"] // 1000,
         }
         if s.available is not None:
             fields["charged"] = min(incl, max(0, s.available))  # what the prepaid balance pays

@@ -67,6 +67,7 @@ def test_normal_session_record_verifies_and_is_priced(charger):
     assert f["cost"]["incl"] == cents(excl * Decimal("1.2") * 100)
     assert sum(line["qty"] for line in f["cost"]["lines"] if line["dim"] == "ENERGY") == wh
     assert 2 <= f["stop"]["t"] - f["start"]["t"] <= 10 and abs(f["start"]["t"] - tapped) < 30
+    assert f["parking_s"] == 0  # power flowed all along
 
 
 def test_other_card_cannot_stop_but_master_can(charger):
@@ -263,7 +264,10 @@ def test_unplug_by_plug_pin_stops_the_session(charger):
     assert c.relay() == 0
     c.stop()
     (rec,) = c.records()
-    assert rec.fields["stop"]["reason"] == "unplugged" and rec.fields["energy_wh"] > 0
+    assert rec.fields["stop"]["reason"] == "unplugged"
+    # the idle time before the stop is in the record (the dashboard's idle-while-plugged time)
+    f = rec.fields
+    assert 1 <= f["parking_s"] <= f["stop"]["t"] - f["start"]["t"], dump([rec]) and rec.fields["energy_wh"] > 0
     assert rec.fields["tariff"]["id"] == "T-STD" and rec.fields["cost"]["incl"] > 0
 
 

@@ -32,6 +32,9 @@ BILLED = "evc-w1"  # the charger whose records are real, signed by the firmware'
 # PARKING_TIME seconds (idle while plugged) the made rows' cost lines carry, per (dev, seq): one line,
 # two lines (two tariff elements), a line in ms; the others have none
 PARKING = {("ev-1", 1): [(600, "s")], ("ev-2", 1): [(900, "s"), (300, "s")], ("ev-2", 3): [(1_800_000, "ms")]}
+# records that carry the firmware's measured parking_s (docs/records.md): it wins over the lines
+# (ev-1 seq 1), and counts where no line priced the idle time (ev-1 seq 3, a void session)
+PARKING_S = {("ev-1", 1): 700, ("ev-1", 3): 1200}
 # the statuses the chargers send (backend/converge.py stores them): (time, dev, status)
 IDLE = {"online": True, "state": "idle", "seq": 3, "acked": 3, "pending": 0, "versions": {"tariff": 0, "authlist": 0}}
 WILL = {"online": False}
@@ -73,7 +76,7 @@ def _made_rows(sessions) -> None:
                            start_wh=0, stop_t=start + secs, stop_tq="S", stop_wh=wh, stop_reason=reason, energy_wh=wh,
                            currency="EUR", cost_excl=cost * 100 // 119, cost_incl=cost, flags=flags,
                            meter_model="m", meter_serial="s", fw="0.9.0", ocmf="OCMF|{}|{}",
-                           payload=_payload(PARKING.get((dev, seq), [])), charged=0, stored_at=start))
+                           payload=_payload(PARKING.get((dev, seq), []), PARKING_S.get((dev, seq))), charged=0, stored_at=start))
         for tok, bal, contract in ((TOK_A, 5000, "fleet"), (TOK_B, None, None), (TOK_C, None, None)):
             db.add(Card(token=tok, status="accepted", exp=None, contract=contract, balance=bal, updated_at=0))
         for cid in ("cu-1", "cu-2"):
@@ -85,10 +88,13 @@ def _made_rows(sessions) -> None:
         db.add(CardOwner(token=TOK_B, valid_from=0, customer_id="cu-1", contract_id=None, assigned_at=0))
 
 
-def _payload(parking: list[tuple[int, str]]) -> str:
+def _payload(parking: list[tuple[int, str]], parking_s: int | None = None) -> str:
     lines = [{"dim": "ENERGY", "el": 0, "qty": 1000, "unit": "Wh"}, {"dim": "TIME", "el": 0, "qty": 60, "unit": "s"}]
     lines += [{"dim": "PARKING_TIME", "el": i + 1, "qty": q, "unit": u} for i, (q, u) in enumerate(parking)]
-    return json.dumps({"v": 1, "cost": {"currency": "EUR", "lines": lines}}, separators=(",", ":"))
+    doc = {"v": 1, "cost": {"currency": "EUR", "lines": lines}}
+    if parking_s is not None:
+        doc["parking_s"] = parking_s
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def send_statuses(sessions, keys_dir, statuses) -> None:

@@ -43,18 +43,18 @@ def test_heat_map_per_weekday_and_hour(client, world):
 
 
 def test_utilization_per_charger(client, world):
-    """Plugged = stop - start; idle while plugged = the PARKING_TIME lines' qty (conftest PARKING);
-    charging = plugged - idle; per mille of the 14-day window."""
+    """Plugged = stop - start; idle while plugged = the record's parking_s (conftest PARKING_S), else
+    its PARKING_TIME lines' qty (PARKING); charging = plugged - idle; per mille of the 14-day window."""
     login(client)
     rows = rows_of(client, "utilization")
     assert rows[0] == ["charger", "sessions", "plugged_s", "charging_s", "idle_s", "idle_sessions", "energy_wh",
                        "plugged_permille", "charging_permille", "idle_permille"]
     rows = {r[0]: [int(v) for v in r[1:]] for r in rows[1:]}
-    plugged1, idle1 = 3600 + 1800 + 7200, 600
+    plugged1, idle1 = 3600 + 1800 + 7200, 700 + 1200  # parking_s on seq 1 (not its 600 s line) and seq 3
     plugged2, idle2 = 3600 + 600 + 3600, 900 + 300 + 1800  # two lines on seq 1, one in ms on seq 3
-    assert rows["ev-1"] == [3, plugged1, plugged1 - idle1, idle1, 1, 38000,
+    assert rows["ev-1"] == [3, plugged1, plugged1 - idle1, idle1, 2, 38000,
                             plugged1 * 1000 // SPAN, (plugged1 - idle1) * 1000 // SPAN, idle1 * 1000 // SPAN]
-    assert rows["ev-1"][6:] == [10, 9, 0]  # 12,600 s, 12,000 s and 600 s of 1,209,600
+    assert rows["ev-1"][6:] == [10, 8, 1]  # 12,600 s, 10,700 s and 1,900 s of 1,209,600
     assert rows["ev-2"] == [3, plugged2, plugged2 - idle2, idle2, 2, 15000, 6, 3, 2]
     assert rows["evc-w1"] == [0] * 9  # registered, no session in the window
 
@@ -65,8 +65,8 @@ def test_power_per_charger(client, world):
     rows = rows_of(client, "power")
     assert rows[0] == ["charger", "sessions", "energy_wh", "charging_s", "avg_w", "max_w"]
     rows = {r[0]: [int(v) for v in r[1:]] for r in rows[1:]}
-    # ev-1: 38,000 Wh in 12,000 s; sessions 11,000 Wh / 3,000 s, 7,000 / 1,800, 20,000 / 7,200
-    assert rows["ev-1"] == [3, 38000, 12000, 11400, 14000]
+    # ev-1: 38,000 Wh in 10,700 s; sessions 11,000 Wh / 2,900 s, 7,000 / 1,800, 20,000 / 6,000
+    assert rows["ev-1"] == [3, 38000, 10700, 38000 * 3600 // 10700, 14000]
     # ev-2: 15,000 Wh in 4,800 s; sessions 5,000 Wh / 2,400 s, 10,000 / 600 (60 kW: also an anomaly), 0 / 1,800
     assert rows["ev-2"] == [3, 15000, 4800, 11250, 60000]
     assert rows["evc-w1"] == [0, 0, 0, 0, 0]
@@ -80,7 +80,7 @@ def test_usage_in_sql(world):
         assert (got["ev-2"].idle_s, got["ev-2"].idle_sessions, got["ev-2"].max_w) == (3000, 2, 60000)
         # one day: ev-1's first two sessions, ev-2's first
         day = {r.id: (r.sessions, r.plugged_s, r.idle_s, r.charging_s, r.avg_w) for r in queries.usage(db, MAR, MAR + DAY)}
-        assert day["ev-1"] == (2, 5400, 600, 4800, 18000 * 3600 // 4800)
+        assert day["ev-1"] == (2, 5400, 700, 4700, 18000 * 3600 // 4700)  # parking_s 700 over its 600 s line
         assert day["ev-2"] == (1, 3600, 1200, 2400, 7500)
 
 
