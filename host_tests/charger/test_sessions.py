@@ -264,10 +264,7 @@ def test_unplug_by_plug_pin_stops_the_session(charger):
     assert c.relay() == 0
     c.stop()
     (rec,) = c.records()
-    assert rec.fields["stop"]["reason"] == "unplugged"
-    # the idle time before the stop is in the record (the dashboard's idle-while-plugged time)
-    f = rec.fields
-    assert 1 <= f["parking_s"] <= f["stop"]["t"] - f["start"]["t"], dump([rec]) and rec.fields["energy_wh"] > 0
+    assert rec.fields["stop"]["reason"] == "unplugged" and rec.fields["energy_wh"] > 0
     assert rec.fields["tariff"]["id"] == "T-STD" and rec.fields["cost"]["incl"] > 0
 
 
@@ -285,3 +282,6 @@ def test_ev_drawing_no_power_is_suspended_then_unplugged(charger):
     c.stop()
     (rec,) = c.records()
     assert rec.fields["stop"]["reason"] == "unplugged"
+    # the idle time before the stop is in the record (the dashboard's idle-while-plugged time)
+    f = rec.fields
+    assert 1 <= f["parking_s"] <= f["stop"]["t"] - f["start"]["t"], dump([rec])
