@@ -103,6 +103,16 @@ def peek(raw: bytes | str) -> tuple[str | None, int | None]:
     return (kid if isinstance(kid, str) else None), (seq if type(seq) is int and 0 < seq <= guard.INT64_MAX else None)
 
 
+def named_seq(jws: str) -> int | None:
+    """The seq a screened JWS's payload names where the firmware writes it (its first fields),
+    unverified, without parsing the JSON; None when it does not begin that way."""
+    try:
+        head = _HEAD.match(guard.b64url(jws[jws.index(".") + 1:jws.rindex(".")]))
+    except ValueError:
+        return None
+    return int(head[2]) if head is not None else None
+
+
 def _check_seq(seq: int, signed: bool = True) -> None:
     if seq > guard.INT64_MAX:
         raise Rejected("unstorable", f"seq {str(seq)[:30]} does not fit a 64-bit column: it can never be placed", signed)

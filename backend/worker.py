@@ -4,7 +4,12 @@ Several workers share the load through an MQTT shared subscription ($share/<grou
 A message is acknowledged to the broker (QoS 1 PUBACK, manual) and to the device (an ack signed by
 the backend key: {"type": "ack", "dev", "seq": N, "hash"}, backend/acks.py) only after the transaction
 that stored it has committed. Messages that queue up while a transaction runs go into the next one
-together, which is what keeps the rate up when the database syncs to disk. Online authorization
+together, which is what keeps the rate up when the database syncs to disk: a batch is what is
+queued plus what arrives within linger_s of its first message, at most `batch` messages (every wait
+has its deadline). The ack names the hash the committed transaction reported for the device's head
+(no read back). A batch whose commit fails is not acknowledged to any device (the broker gets its
+PUBACKs so that its window does not fill); the devices send the records again and they are stored
+then, or recognised as stored (duplicates) and acknowledged again. Online authorization
 answers (backend/authorize.py) are signed with the same key.
 """
 from __future__ import annotations
@@ -31,7 +36,7 @@ FAULT_ENV = "EVC_BACKEND_FAULT"  # test hook: "exit-after-store:N" dies after th
 class Worker:
     def __init__(self, ingestor: Ingestor, broker: str, prefix: str = "evc", group: str | None = "evc-backend",
                  batch: int = 64, sweep_s: float = 1.0, key=None, auth_ttl_s: int = authorize.TTL_S,
-                 converge_retry_s: int | None = -1, converge_sweep_s: float = 5.0):
+                 converge_retry_s: int | None = -1, converge_sweep_s: float = 5.0, linger_s: float = 0.005):
         self.ingestor = ingestor
         # downlink convergence (backend/converge.py): device statuses in, what a device lacks out;
         # None: off (a worker that only ingests); by default converge.RETRY_S, or $EVC_CONVERGE_RETRY_S
@@ -48,7 +53,8 @@ class Worker:
         self.broker = broker
         self.prefix = prefix
         self.group = group
-        self.batch = batch
+        self.batch = max(1, batch)
+        self.linger_s = linger_s  # how long a batch may wait for more records once its first is in
         self.sweep_s = sweep_s
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
         # (kind, detail, topic, raw, dev) found on the MQTT thread; run() stores them (Ingestor.note)
@@ -182,13 +188,7 @@ class Worker:
                 except queue.Empty:
                     first = None
                 if first is not None:
-                    msgs = [first]
-                    while len(msgs) < self.batch:
-                        try:
-                            msgs.append(self.inbox.get_nowait())
-                        except queue.Empty:
-                            break
-                    self._handle_safely(client, msgs)
+                    self._handle_safely(client, self._collect(first))
                 self._converge(client)
                 if self.converger is not None and time.monotonic() >= next_converge:
                     try:
@@ -206,6 +206,27 @@ class Worker:
         finally:
             client.disconnect()
             client.loop_stop()
+
+    def _collect(self, first: paho.MQTTMessage) -> list[paho.MQTTMessage]:
+        """A batch: what is queued already, then what comes within linger_s of the first message,
+        at most `batch` messages (the broker holds back the rest of its in-flight window until
+        they are acked, so waiting longer than that cannot fill a batch anyway)."""
+        msgs = [first]
+        deadline = time.monotonic() + self.linger_s
+        while len(msgs) < self.batch:
+            try:
+                msgs.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                msgs.append(self.inbox.get(timeout=left))
+            except queue.Empty:
+                break
+        return msgs
 
     @staticmethod
     def _publisher(client: paho.Client):
@@ -238,12 +259,14 @@ class Worker:
         if self._fault_after is not None and self.stored >= self._fault_after:
             log.error("fault injection: exiting after %d stored records, before acknowledging", self.stored)
             os._exit(70)
-        for topic, payload in self._ack_messages(self._acks(outcomes)):
+        for topic, payload in self._ack_messages(*self._acks(outcomes)):
             client.publish(topic, payload, qos=1)
         for m in msgs:
             client.ack(m.mid, m.qos)
         for o in outcomes:
-            if o.kind != "stored" and not o.quiet:
+            if o.kind in ("pending", "duplicate"):  # the ordinary course with shared subscriptions and re-sends
+                log.debug("%s dev=%s seq=%s", o.kind, o.dev, o.seq)
+            elif o.kind != "stored" and not o.quiet:
                 log.info("%s dev=%s seq=%s %s", o.kind, o.dev, o.seq, o.detail)
 
     def _key(self):
@@ -251,17 +274,27 @@ class Worker:
             raise KeyMaterialError("the worker signs acks and authorization answers: give it the backend key")
         return self.key
 
-    def _ack_messages(self, heads: dict[str, int]) -> list[tuple[str, str]]:
-        """The signed ack for each device's head: seq and the stored payload hash of that record."""
+    def _ack_messages(self, heads: dict[str, int], known: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        """The signed ack for each device's head: seq and the stored payload hash of that record
+        (as the committed transaction reported it, else read back from the database)."""
         key = self._key()
-        found = acks.hashes(self.ingestor.sessions, heads)
-        return [(f"{self.prefix}/{dev}/ack", acks.sign(key, dev, seq, found[dev])) for dev, seq in heads.items() if dev in found]
+        found = dict(known or {})
+        missing = {dev: seq for dev, seq in heads.items() if dev not in found}
+        if missing:
+            found.update(acks.hashes(self.ingestor.sessions, missing))
+        return [(f"{self.prefix}/{dev}/ack", acks.sign(key, dev, seq, found[dev])) for dev, seq in heads.items() if found.get(dev)]
 
     @staticmethod
-    def _acks(outcomes: list[Outcome]) -> dict[str, int]:
-        """One cumulative ack per device per batch: the highest head any outcome reported."""
-        acks: dict[str, int] = {}
+    def _acks(outcomes: list[Outcome]) -> tuple[dict[str, int], dict[str, str]]:
+        """One cumulative ack per device per batch: the highest head any outcome reported, and the
+        payload hash of that record when the outcome carried it."""
+        heads: dict[str, int] = {}
+        hashes: dict[str, str] = {}
         for o in outcomes:
-            if o.dev is not None and o.ack is not None:
-                acks[o.dev] = max(acks.get(o.dev, 0), o.ack)
-        return acks
+            if o.dev is not None and o.ack is not None and o.ack >= heads.get(o.dev, 0):
+                heads[o.dev] = o.ack
+                if o.ack_hash:
+                    hashes[o.dev] = o.ack_hash
+                else:
+                    hashes.pop(o.dev, None)
+        return heads, hashes
