@@ -189,11 +189,15 @@ emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")
             self.nfc.remove()
             self._seen_gone()
 
-    def _seen_gone(self, polls: int = 3, timeout: float = 10) -> None:
-        """Wait until the reader has polled the empty field `polls` times: it counts a card gone after
-        two empty polls, and a loaded machine can stretch a poll well past its 250 ms (a fixed sleep
-        made the next tap of the same card look like the card still lying there)."""
+    def _seen_gone(self, polls: int | None = None, timeout: float = 10) -> None:
+        """Wait until the reader has polled the empty field `polls` times (default: one more than the
+        empty polls after which the tap loop counts a card gone, 500 ms of them, at least 2:
+        firmware/nfc/reader.py); a loaded machine can stretch a poll well past its period (a fixed
+        sleep made the next tap of the same card look like the card still lying there)."""
         assert self.nfc is not None
+        if polls is None:
+            poll_ms = self.config["nfc"]["poll_ms"]
+            polls = max(2, -(-500 // poll_ms)) + 1
         until = time.monotonic() + timeout
         done = self.nfc.lists_done + polls
         while self.nfc.lists_done < done and time.monotonic() < until and self.dev is not None and self.dev.alive():

@@ -172,7 +172,7 @@ emit(k.public_pem())
             return self.dev.wait_for(expect, timeout=timeout, start=at).group(0)
         finally:
             self.nfc.remove()
-            time.sleep(0.4)
+            time.sleep(0.7)  # the tap loop counts a card gone after 500 ms without it (firmware/nfc/reader.py)
 
     def wait(self, pattern: str, timeout: float = 60, start: int = 0) -> str:
         assert self.dev is not None

@@ -36,7 +36,7 @@ DEFAULTS = {
         "url": None,  # tcp://host:port (HSU), a serial path (host), a board's reader wiring: nfc, nfc_spi, uart1
         "bus": None,  # None: the wiring's own; uart (HSU), i2c or spi (on the host: the tcp:// bridges)
         "reader": "pn532",
-        "poll_ms": 250,
+        "poll_ms": 80,  # a card waits at most this for its poll (bench/nfc.py: latency vs bus and CPU)
     },
     "uplink": {
         "broker": None,  # mqtt://host:port or mqtts://host:port

@@ -1,8 +1,9 @@
 # The tap loop: polls a card reader driver and turns what it sees into taps.
 #
 # A card held on the reader is one tap; it counts as removed after `absent_polls` polls in
-# a row without it (one missed poll is normal RF noise); the same card back after that, or
-# a different card at any time, is a new tap. Faults (no answer, bad frames) never count
+# a row without it (one missed poll is normal RF noise; by default as many as span _ABSENT_MS,
+# so a short poll period, which a driver's tap waits on, never makes a card at the edge of the
+# field tap twice); the same card back after that, or a different card at any time, is a new tap. Faults (no answer, bad frames) never count
 # as "no card": they are reported, the driver is re-initialised, and polling resumes with
 # exponential backoff up to backoff_max_ms, so a dead reader costs the rest nothing.
 # The raw UID lives only in this object's buffers and the token derivation.
@@ -13,6 +14,7 @@ from hal import clock
 from nfc.token import card_token, parse_secret
 
 _UID_MAX = const(10)
+_ABSENT_MS = const(500)  # a card missing this long is removed (2 polls of the former 250 ms period)
 _TAG = "nfc"
 
 
@@ -28,7 +30,9 @@ class Tap:
 
 
 class Reader:
-    def __init__(self, driver, secret, poll_ms=250, absent_polls=2, backoff_max_ms=5000):
+    def __init__(self, driver, secret, poll_ms=80, absent_polls=None, backoff_max_ms=5000):
+        if absent_polls is None:
+            absent_polls = max(2, -(-_ABSENT_MS // max(1, poll_ms)))
         if poll_ms < 1 or absent_polls < 1:
             raise ValueError("poll_ms and absent_polls must be positive")
         self.driver = driver

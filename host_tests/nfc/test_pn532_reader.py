@@ -37,6 +37,14 @@ def test_one_missed_poll_is_not_a_removal(pn532):
     assert out["taps"] == _taps(UID7)
 
 
+def test_removal_takes_500_ms_of_empty_polls_by_default(pn532):
+    """At poll_ms=100 the default absent_polls is 5: four empty polls (400 ms) are still the same
+    card held at the edge of the field, five make it gone and the card back a new tap."""
+    pn532.plan([UID7, None, None, None, None, UID7, None, None, None, None, None, UID7, UID7])
+    out = run_reader(pn532.url, polls=14, poll_ms=100, absent_polls=None)
+    assert out["taps"] == _taps(UID7, UID7)
+
+
 def test_two_different_cards_in_a_row(pn532):
     # swapped without a gap, then removed and a third card after a gap
     pn532.plan([UID7, UID7, OTHER7, OTHER7, None, None, UID4, None])
