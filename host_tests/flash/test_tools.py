@@ -145,10 +145,13 @@ def test_wrong_micropython_version(emulator):
         assert dev.info["impl"] == "micropython"
 
 
-def test_not_a_micropython_board(tmp_path):
+def test_not_a_micropython_board(tmp_path, monkeypatch):
     import os
     import tty
 
+    from tools.flashkit import device
+
+    monkeypatch.setattr(device, "_REPL_TRIES", 1)  # each try waits out mpremote's ~10 s: once is the same verdict
     master, slave = os.openpty()  # a serial port where nothing answers
     tty.setraw(slave)
     try:
