@@ -1,60 +1,32 @@
 """An ad-hoc payment world for the end-to-end test and the benchmark: one charger (the real firmware
 on the MicroPython unix port, with meter, EV and a pay_url), a real broker, the reference backend
-ingesting its records, the Stripe emulator (sim/stripe_emu.py) and the payment service with its
-web app served by uvicorn on a free port, its MQTT runtime and sweeper."""
+ingesting its records, and the payment stack of sim/paystack.py (Stripe emulator, payment service
+with its web app, MQTT runtime and sweeper) on that backend's database."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from pathlib import Path
 
 import requests
 
 from backend.db import open_db
-from backend.downlink import Downlinks
 from backend.keys import load_public_key
 from backend.models import Device, Payment, PaymentCode, TariffSource
-from backend.payments.runtime import Runtime
-from backend.payments.service import PaymentService, Settings
-from backend.payments.stripe_gateway import StripeGateway
 from evc.tariff import compile_doc
 from sim.backend import BackendProcess
 from sim.charger import DEV, Charger, flat_tariff
-from sim.stripe_emu import StripeEmulator
+from sim.paystack import PayStack, wait
 
 PRICE = flat_tariff("10.00", flat=None)  # 10 EUR/kWh + 20 % VAT: a 3 EUR hold lasts a few seconds at 360 kW
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(pred, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    got = pred()
-    if not got:
-        raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-    return got
-
-
-class PayWorld:
+class PayWorld(PayStack):
     def __init__(self, root: Path, broker_url: str, hold: int = 300, name: str = "pay-world"):
+        super().__init__(hold, sweep_s=0.3)
         self.root = Path(root)
         self.broker_url = broker_url
-        self.hold = hold
         self.name = name
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.pay_url = f"{self.base}/pay"
         self.confirmed: list[float] = []  # monotonic time of each hold confirmation (the held webhook)
         self._parts: list = []
 
@@ -67,11 +39,6 @@ class PayWorld:
         return self
 
     def _start(self) -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from backend.payments.web import create_app
-
         self.charger = Charger(self.root / "dev", self.name, broker=self.broker_url,
                                config={"pay_url": self.pay_url, "uplink": {"status_s": 1}}).__enter__()
         self._parts.append(self.charger)
@@ -84,12 +51,7 @@ class PayWorld:
             s.add(TariffSource(dev=DEV, contract="", ocpi=json.dumps(PRICE)))
         keys = self.charger.backend_keys  # the key this charger pins
         self.backend = BackendProcess(self.broker_url, db, env={"EVC_BACKEND_KEYS": str(keys.folder)}).start()
-        self.emu = StripeEmulator(webhook_url=f"{self.pay_url}/webhook").start()
-        gateway = StripeGateway(self.emu.api_key, self.emu.webhook_secret, api_base=self.emu.url,
-                                hosted_page=self.emu.hosted_url)
-        self.runtime = Runtime(self.broker_url, sweep_s=0.3)
-        self.service = PaymentService(self.sessions, gateway, Downlinks(self.sessions, keys), self.runtime.publish,
-                                      Settings(hold=self.hold))
+        self.open(self.sessions, keys, self.broker_url)
         on_webhook = self.service.on_webhook
 
         def stamped(body, headers):
@@ -99,31 +61,17 @@ class PayWorld:
                 self.confirmed.append(arrived)
             return evt
 
+        # the page looks service.on_webhook up per request, and no payment (so no webhook) comes
+        # before the charger boots below: wrapping it after open() stamps every one
         self.service.on_webhook = stamped  # type: ignore[method-assign]
-        self.runtime.start(self.service)
-        root = FastAPI()
-        root.mount("/pay", create_app(self.service))
-        self.server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self._thread = threading.Thread(target=self.server.run, daemon=True, name="pay-web")
-        self._thread.start()
-        wait(lambda: self.server.started, 20, "payment web app")
         self.charger.boot()
 
     def __exit__(self, *exc) -> None:
-        if hasattr(self, "server"):
-            self.server.should_exit = True
-            self._thread.join(10)
-        if hasattr(self, "runtime"):
-            self.runtime.stop()
-        if hasattr(self, "emu"):
-            self.emu.stop()
+        self.close()  # the payment stack and the database engine
         if hasattr(self, "backend"):
             self.backend.stop()
         for part in self._parts:
             part.__exit__(None, None, None)
-        if hasattr(self, "sessions"):
-            self.sessions.kw["bind"].dispose()
 
     # -- driving it ------------------------------------------------------------------------------
     def code(self, other_than: str | None = None, timeout: float = 30) -> str:
@@ -144,10 +92,6 @@ class PayWorld:
         r = requests.post(r.headers["Location"], data={"card": card}, allow_redirects=False, timeout=20)
         assert r.status_code == 303, r.text
         return r.headers["Location"].rsplit("/p/", 1)[1].split("?")[0]
-
-    def payment(self, pid: str) -> Payment:
-        with self.sessions() as db:
-            return db.get(Payment, pid)
 
     def wait_state(self, pid: str, states: tuple[str, ...], timeout: float = 60) -> Payment:
         return wait(lambda: (p := self.payment(pid)) is not None and p.state in states and p, timeout,

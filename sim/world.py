@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from sim.flashfs import run_on_flash  # noqa: E402
 from sim.meter_peer import MeterPeer  # noqa: E402
 from sim.pn532_emu import Pn532Emulator  # noqa: E402
 from sim.device import ESP32_HEAP, DeviceProcess  # noqa: E402
+from sim.paystack import PayStack  # noqa: E402
 
 SPEED = 60  # device seconds per real second
 ZONE = "Europe/Berlin"
@@ -279,58 +279,28 @@ class World:
         self.broker.stop()
 
 
-class Payments:
-    """The ad-hoc payment side of the world: the Stripe gateway EMULATOR, the payment service with
-    its page (uvicorn on a free port, mounted at /pay as `backend pay serve` mounts it), its MQTT
-    runtime (statuses with the chargers' codes, started/refused events, signed start commands)
-    and its sweeper (capture of the signed total, release). A driver pays with plain HTTP requests:
-    the page's form, then the emulator's hosted-page stand-in with its test card."""
+class Payments(PayStack):
+    """The ad-hoc payment side of the world (sim/paystack.py) on the backend's database. A driver
+    pays with plain HTTP requests: the page's form, then the emulator's hosted-page stand-in with
+    its test card."""
 
     HOLD = 50  # minor units on the card: 0.50 EUR lasts a few device minutes at 22 kW
 
     def __init__(self, world: "World", hold: int = HOLD):
+        super().__init__(hold, sweep_s=0.5)
         self.world = world
-        self.hold = hold
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.pay_url = f"http://127.0.0.1:{self.port}/pay"
 
     def start(self) -> "Payments":
-        import uvicorn
-        from fastapi import FastAPI
-
         from backend.db import open_db
-        from backend.downlink import Downlinks
         from backend.keys import Keys
-        from backend.payments.runtime import Runtime
-        from backend.payments.service import PaymentService, Settings
-        from backend.payments.stripe_gateway import StripeGateway
-        from backend.payments.web import create_app
-        from sim.stripe_emu import StripeEmulator
 
-        self.sessions = open_db(self.world.backend.db)
-        self.emu = StripeEmulator(webhook_url=f"{self.pay_url}/webhook").start()
-        gateway = StripeGateway(self.emu.api_key, self.emu.webhook_secret, api_base=self.emu.url,
-                                hosted_page=self.emu.hosted_url)
         # the chargers' clock is shifted to the evening and runs fast: the start command's expiry is
         # set from a clock two days ahead so that it outlives the shift (as remote_stop's --ttl does)
-        downlinks = Downlinks(self.sessions, Keys(self.world.backend.keys), clock=lambda: time.time() + 2 * 86400)
-        self.runtime = Runtime(self.world.broker.url, sweep_s=0.5)
-        self.service = PaymentService(self.sessions, gateway, downlinks, self.runtime.publish, Settings(hold=self.hold))
-        self.runtime.start(self.service)
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-        app.mount("/pay", create_app(self.service))
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self._thread = threading.Thread(target=self.server.run, daemon=True, name="sim-pay-web")
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the payment page did not start")
-            time.sleep(0.05)
+        self.open(open_db(self.world.backend.db), Keys(self.world.backend.keys), self.world.broker.url,
+                  clock=lambda: time.time() + 2 * 86400)
         return self
+
+    stop = PayStack.close  # World.stop's name for it
 
     def pay(self, link: str, card: str = "4242424242424242") -> str:
         """A driver's phone on the payment link: the page with the price and the hold, its Pay button,
@@ -347,23 +317,6 @@ class Payments:
         if r.status_code != 303 or "/p/" not in r.headers.get("Location", ""):
             raise RuntimeError(f"gateway emulator's hosted page: {r.status_code} {r.text[:300]}")
         return r.headers["Location"].rsplit("/p/", 1)[1].split("?")[0]
-
-    def payment(self, pid: str):
-        from backend.models import Payment
-
-        with self.sessions() as db:
-            return db.get(Payment, pid)
-
-    def stop(self) -> None:
-        if hasattr(self, "server"):
-            self.server.should_exit = True
-            self._thread.join(10)
-        if hasattr(self, "runtime"):
-            self.runtime.stop()
-        if hasattr(self, "emu"):
-            self.emu.stop()
-        if hasattr(self, "sessions"):
-            self.sessions.kw["bind"].dispose()
 
 
 def tou_tariff(tid: str, day_price: float, night_price: float) -> dict:
