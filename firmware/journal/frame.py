@@ -27,12 +27,13 @@ MAX_BODY = const(65536)
 # Kind codes differ from each other in at least four bits, so one flipped bit cannot turn an
 # entry into another kind: recovery can still tell a damaged record from a damaged checkpoint.
 BAD = const(0)  # not an entry: a damaged region up to the next good header (or the end)
-BASE = const(0x11)  # first entry of a segment: chain state and the sessions open at rotation
-OPEN = const(0x22)  # session start, journaled before the relay closes
-CHECK = const(0x44)  # session checkpoint: meter reading, running cost
-DROP = const(0x88)  # session ended without a record
-REC = const(0xF0)  # finished signed record (closes its session in the same entry)
-_KINDS = (BASE, OPEN, CHECK, DROP, REC)
+BASE = const(0x11)  # first entry of a segment: chain state (older firmware: and the open sessions)
+OPEN = const(0x22)  # session start, journaled before the relay closes (a slot file oK; older: segments)
+CHECK = const(0x44)  # session checkpoint: meter reading, running cost (a slot file cK; older: segments)
+DROP = const(0x88)  # session ended without a record (older firmware; now the slot files go)
+REC = const(0xF0)  # finished signed record (closes its session in the same entry), as sent
+CREC = const(0x0F)  # the same, compact: header and payload in dense form, raw signature (crec.py)
+_KINDS = (BASE, OPEN, CHECK, DROP, REC, CREC)
 
 _M0 = const(0xE5)
 _M1 = const(0x4A)

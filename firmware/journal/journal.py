@@ -4,14 +4,20 @@
 # Layout in the journal folder:
 #   SSSSSSSS-NNNNNNNN.seg  segments, oldest first: S the segment number, N the seq of the first record
 #                          that can be in it. Each starts with a BASE entry carrying the chain state
-#                          (next seq, previous record hash) and the sessions open at that moment, so
-#                          boot recovery reads only the newest segment, and older segments can be
-#                          removed once their records are acknowledged.
+#                          (next seq, previous record hash), so boot recovery reads only the newest
+#                          segment, and older segments can be removed once their records are
+#                          acknowledged. Records are kept compact (CREC entries: crec.py).
+#   oK, cK                 an open session in slot K: its OPEN entry (start) and its last CHECK
+#                          entry, bodies in dense form (dense.py). Files this small live inside
+#                          LittleFS's metadata log: writing one costs no block erase, where every
+#                          append to a segment copies the segment's last block to a fresh one.
 #   ack                    acknowledged-through seq + CRC, replaced atomically (write ack.tmp, rename)
 #   q/SSSSSSSS-OFFSET      quarantined copies of damaged regions (each reported once)
 #
-# LittleFS commits a file's new size only at flush, so an append is all-or-nothing at a power cut;
-# the CRCs catch what LittleFS does not check: bit flips in file data.
+# LittleFS commits a file's new size (or a small file's new content) only at flush or close, so a
+# write is all-or-nothing at a power cut; the CRCs catch what LittleFS does not check: bit flips in
+# file data. Journals of older firmware (sessions as OPEN/CHECK/DROP entries in the segments,
+# records as sent) are read as before; recovery moves their open sessions into slots.
 import binascii
 import gc
 import hashlib
@@ -21,8 +27,8 @@ import struct
 
 from micropython import const
 
-from journal import frame, recovery
-from journal.recovery import ACK, ACK_TMP, QDIR, seg_name
+from journal import crec, dense, frame, recovery
+from journal.recovery import ACK, ACK_TMP, QDIR, seg_name, slot_name
 
 _Q_KEEP = const(4096)  # bytes of a damaged region kept for the technician
 _MAX_SID = const(64)
@@ -35,17 +41,31 @@ class JournalFull(Exception):
 
 
 class OnFlash:
-    """Where a record's signed bytes lie: len() bytes at offset `off` of file `path`. Valid until the
-    record is acknowledged (segments holding unacknowledged records are never removed)."""
+    """A record kept as sent: len() bytes at offset `off` of file `path`, read in pieces with
+    readinto() (as crec.Reader reads a compact one). Valid until the record is acknowledged
+    (segments holding unacknowledged records are never removed)."""
 
-    __slots__ = ("path", "off", "n")
+    __slots__ = ("path", "off", "n", "_pos")
 
     def __init__(self, path, body):
         self.path = path
         self.off, self.n = body
+        self._pos = 0
 
     def __len__(self):
         return self.n
+
+    def readinto(self, mv):
+        k = min(len(mv), self.n - self._pos)
+        if k <= 0:
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(self.off + self._pos)
+            got = f.readinto(mv[:k])
+        if got != k:
+            raise OSError("record %s@%d ends early on flash" % (self.path, self.off))
+        self._pos += k
+        return k
 
 
 def _sid_bytes(session_id):
@@ -57,13 +77,13 @@ def _sid_bytes(session_id):
     return b
 
 
-def _session_json(data):
+def _session_dense(data):
     if not isinstance(data, dict):
         raise ValueError("session data must be a dict")
-    b = json.dumps(data).encode()
+    b = json.dumps(data, separators=(",", ":")).encode()
     if len(b) > _MAX_SESSION_JSON:
         raise ValueError("session data over %d bytes" % _MAX_SESSION_JSON)
-    return b
+    return dense.pack(b)
 
 
 class Journal:
@@ -82,6 +102,7 @@ class Journal:
         self._segs = []  # [segno, first seq, size], oldest first; the last is the active segment
         self._base_end = 0  # size of the active segment right after its BASE entry
         self._open = {}  # session_id -> [start dict, last checkpoint dict or None]
+        self._slots = {}  # session_id -> slot K of its files oK, cK
         self._next = 1
         self._prev = b""  # SHA-256 digest of the last record's payload
         self._acked = 0
@@ -179,6 +200,32 @@ class Journal:
             raise
         seg[2] += n
 
+    def _put_slot(self, name, kind, key, body):
+        # Replace a session's small file whole: LittleFS commits it at close, old or new.
+        if self._broken:
+            self.recover()
+        frame.pack_head(self._head, kind, self._next, key, body)
+        try:
+            with open(self._path(name), "wb") as f:
+                f.write(self._head)
+                f.write(key)
+                f.write(body)
+        except OSError:
+            self._broken = True
+            raise
+
+    def _free_slot(self, session_id):
+        # The start goes first: a cut between the two leaves a checkpoint without its start,
+        # which recovery removes, never a start that would come back as a power-loss session.
+        slot = self._slots.pop(session_id, None)
+        if slot is None:
+            return
+        os.remove(self._path(slot_name("o", slot)))
+        try:
+            os.remove(self._path(slot_name("c", slot)))
+        except OSError:
+            pass  # no checkpoint yet
+
     def _rotate(self):
         if self._f is not None:
             self._f.close()
@@ -186,7 +233,7 @@ class Journal:
         self._last_segno += 1
         gc.collect()  # the new segment's file (and its LittleFS cache) lives long: let it land low in the heap
         seg = [self._last_segno, self._next, 0]
-        body = json.dumps(self._open).encode()
+        body = b"{}"  # open sessions live in their slots (oK, cK), not in the segments
         frame.pack_head(self._head, frame.BASE, self._next, self._prev, body)
         try:
             f = open(self._seg_path(seg), "wb")
@@ -230,33 +277,48 @@ class Journal:
     def open_session(self, session_id, start):
         """Journal a session start; call before the relay closes. JournalFull when out of room."""
         sid = _sid_bytes(session_id)
-        body = _session_json(start)
+        body = _session_dense(start)
         if session_id in self._open:
             raise ValueError("session %s is already open" % session_id)
         if not self.can_start_session():
             used, cap, unacked = self.usage()
             raise JournalFull("journal full: %d of %d bytes, %d records unacknowledged" % (used, cap, unacked))
-        self._write(frame.OPEN, self._next, sid, body)
+        if self._broken:
+            self.recover()
+        used = self._slots.values()
+        slot = 0
+        while slot in used:
+            slot += 1
+        self._put_slot(slot_name("o", slot), frame.OPEN, sid, body)
         self._open[session_id] = [start, None]
+        self._slots[session_id] = slot
 
     def checkpoint(self, session_id, data):
         """Journal a session checkpoint. False when skipped to keep room for the open sessions' records."""
         sid = _sid_bytes(session_id)
-        body = _session_json(data)
+        body = _session_dense(data)
         if session_id not in self._open:
             raise ValueError("session %s is not open" % session_id)
-        if self.bytes_used() + frame.HEAD + len(sid) + len(body) + len(self._open) * self._reserve > self._max:
+        if self.bytes_used() + len(self._open) * self._reserve > self._max:
             return False
-        self._write(frame.CHECK, self._next, sid, body)
+        if self._broken:
+            self.recover()
+        self._put_slot(slot_name("c", self._slots[session_id]), frame.CHECK, sid, body)
         self._open[session_id][1] = data
         return True
 
     def drop_session(self, session_id):
         """Close an open session that produced no record."""
-        sid = _sid_bytes(session_id)
+        _sid_bytes(session_id)
         if session_id not in self._open:
             raise ValueError("session %s is not open" % session_id)
-        self._write(frame.DROP, self._next, sid, b"")
+        if self._broken:
+            self.recover()
+        try:
+            self._free_slot(session_id)
+        except OSError:
+            self._broken = True
+            raise
         del self._open[session_id]
 
     def open_sessions(self):
@@ -280,11 +342,19 @@ class Journal:
         if session_id is not None and session_id not in self._open:
             raise ValueError("session %s is not open" % session_id)
         digest = hashlib.sha256(payload).digest()
-        self._write(frame.REC, seq, digest + sid, signed)
+        parts = crec.split(signed, payload)
+        if parts is None:
+            self._write(frame.REC, seq, digest + sid, signed)
+        else:
+            self._write(frame.CREC, seq, digest + sid, crec.pack(parts[0], payload, parts[1]))
         self._next = seq + 1
         self._prev = digest
         if session_id is not None:
             del self._open[session_id]
+            try:
+                self._free_slot(session_id)  # a cut before this: recovery finds the record, frees it
+            except OSError:
+                self._broken = True  # the record is on flash: recovery sees the session closed
 
     def next_seq(self):
         return self._next
@@ -314,7 +384,7 @@ class Journal:
         seg = segs[i]
         with open(self._seg_path(seg), "rb") as f:
             for _, _, kind, s, key in frame.Reader(f, seg[2]):
-                if kind == frame.REC and s >= seq:
+                if (kind == frame.REC or kind == frame.CREC) and s >= seq:
                     return key[:32] if s == seq and len(key) >= 32 else None
         return None
 
@@ -372,17 +442,30 @@ class Journal:
                 for off, end, kind, seq, key in r:
                     if kind == frame.BAD:
                         self._bad("torn" if end >= seg[2] else "corrupt", seg, f, off, end, None)
-                    elif kind == frame.REC and seq >= want:
-                        if on_flash:
-                            signed = OnFlash(self._seg_path(seg), r.body_at()) if r.verify_body() else None
-                        else:
-                            signed = r.read_body()
+                    elif (kind == frame.REC or kind == frame.CREC) and seq >= want:
+                        signed = self._record(seg, r, kind, on_flash)
                         if signed is not None:
                             self._hint = (seg[0], end, seq + 1)
                             return seq, signed
                         self._bad("corrupt", seg, f, off, end, seq)
             i += 1
         return None
+
+    def _record(self, seg, r, kind, on_flash):
+        # The record the Reader stands at, as sent (bytes, or on flash to read in pieces); None
+        # when its CRC fails.
+        if on_flash:
+            if not r.verify_body():
+                return None
+            off, n = r.body_at()
+            return OnFlash(self._seg_path(seg), (off, n)) if kind == frame.REC else crec.Reader(self._seg_path(seg), off, n)
+        body = r.read_body()
+        if body is None or kind == frame.REC:
+            return body
+        try:
+            return crec.jws(body)
+        except ValueError:
+            return None
 
     def scrub(self):
         """Check every CRC of every segment (a technician's or idle-time check, not needed at boot).

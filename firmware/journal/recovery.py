@@ -1,13 +1,13 @@
 # Boot recovery of the session journal: rebuild the chain state, the ack cursor and the open
-# sessions from flash, reading the directory, the ack file and only the newest segment. Older
-# segments are read later, lazily, when pending() streams their records.
+# sessions from flash, reading the directory, the ack file, the open sessions' slot files and only
+# the newest segment. Older segments are read later, lazily, when pending() streams their records.
 import json
 import os
 import struct
 
 from micropython import const
 
-from journal import frame
+from journal import dense, frame
 
 SEG_SUFFIX = ".seg"
 ACK = "ack"
@@ -34,6 +34,17 @@ def seg_name(segno, base):
     return "%08d-%08d%s" % (segno, base, SEG_SUFFIX)
 
 
+def slot_name(kind, slot):
+    return "%s%d" % (kind, slot)
+
+
+def parse_slot(name):
+    # ("o" or "c", K) for a slot file's name, else None
+    if len(name) < 2 or name[0] not in "oc" or not name[1:].isdigit():
+        return None
+    return name[0], int(name[1:])
+
+
 def parse_seg(name):
     if not name.endswith(SEG_SUFFIX) or len(name) != 17 + len(SEG_SUFFIX) or name[8] != "-":
         return None
@@ -56,14 +67,17 @@ def recover(j):
     mkdir(j._dir)
     mkdir(j._path(QDIR))
     segs = []
+    slots = {}  # (kind, K) -> size
     for entry in os.ilistdir(j._dir):
         name = entry[0]
         parsed = parse_seg(name)
+        size = entry[3] if len(entry) > 3 else None
         if parsed is not None:
-            size = entry[3] if len(entry) > 3 else os.stat(j._path(name))[6]
-            segs.append([parsed[0], parsed[1], size])
+            segs.append([parsed[0], parsed[1], os.stat(j._path(name))[6] if size is None else size])
         elif name == ACK_TMP:
             os.remove(j._path(name))
+        elif parse_slot(name) is not None:
+            slots[parse_slot(name)] = os.stat(j._path(name))[6] if size is None else size
     segs.sort()
     j._segs = segs
     j._quarantined = set()
@@ -100,8 +114,22 @@ def recover(j):
         j._rotate()  # fresh journal, or leave a torn tail behind in a sealed segment
     else:
         j._f = open(j._seg_path(segs[-1]), "ab")
+    legacy = j._open  # sessions journaled in the segments by older firmware
+    j._open, j._slots = {}, {}
+    _read_slots(j, slots)
     j._trim()
     j._broken = False
+    for sid, pair in legacy.items():
+        if sid not in j._open:  # into a slot, as every open session now is
+            slot = 0
+            while slot in j._slots.values():
+                slot += 1
+            sidb = sid.encode()
+            j._put_slot(slot_name("o", slot), frame.OPEN, sidb, dense.pack(json.dumps(pair[0], separators=(",", ":")).encode()))
+            if pair[1] is not None:
+                j._put_slot(slot_name("c", slot), frame.CHECK, sidb, dense.pack(json.dumps(pair[1], separators=(",", ":")).encode()))
+            j._open[sid] = pair
+            j._slots[sid] = slot
     report.next_seq = j._next
     report.prev_hash = j.prev_hash()
     report.acked_seq = j._acked
@@ -157,7 +185,7 @@ def _scan(j, i, fallback=True):
                 ok = r.verify_body()
             if not ok:
                 j._bad("corrupt", seg, f, off, end, seq)
-            if kind == frame.REC:
+            if kind == frame.REC or kind == frame.CREC:
                 # A record whose body is damaged still counts: its seq and hash are never reused.
                 if seq >= j._next:
                     if seq > j._next:
@@ -179,6 +207,72 @@ def _scan(j, i, fallback=True):
     return torn
 
 
+def _read_slot(j, kind, slot, size):
+    # (seq, session id bytes, dict) of a slot file; None when empty (a cut at its creation: the
+    # session never started), False when damaged (reported, a copy quarantined).
+    if not size:
+        return None
+    path = j._path(slot_name(kind, slot))
+    want = frame.OPEN if kind == "o" else frame.CHECK
+    with open(path, "rb") as f:
+        r = frame.Reader(f, size)
+        e = r.next()
+        body = r.read_body() if e is not None and e[2] == want and e[1] == size else None
+        if body is not None:
+            try:
+                return e[3], e[4], json.loads(dense.decode(body))
+            except ValueError:
+                pass
+        j._problem("slot", 0, slot, size, None)
+        try:
+            f.seek(0)
+            raw = f.read(4096)
+            with open(j._path("%s/%08d-%d" % (QDIR, 0, (ord(kind) << 16) + slot)), "wb") as q:
+                q.write(raw)
+        except OSError:
+            pass
+    return False
+
+
+def _read_slots(j, slots):
+    # Open sessions from their slot files (oK start, cK last checkpoint). A start whose record is
+    # already journaled (a cut between the record and freeing the slot), a checkpoint without its
+    # start or of another session, an empty or damaged file: removed.
+    kept = set()
+    for (kind, slot), size in sorted(slots.items()):
+        if kind != "o":
+            continue
+        got = _read_slot(j, "o", slot, size)
+        if got and not (got[0] < j._next and _has_record(j, got[1], got[0])):
+            last = None
+            if ("c", slot) in slots:
+                ck = _read_slot(j, "c", slot, slots[("c", slot)])
+                if ck and ck[1] == got[1]:
+                    last = ck[2]
+                    kept.add(slot)
+            j._open[got[1].decode()] = [got[2], last]
+            j._slots[got[1].decode()] = slot
+            continue
+        os.remove(j._path(slot_name("o", slot)))
+    for kind, slot in slots:
+        if kind == "c" and slot not in kept:
+            os.remove(j._path(slot_name("c", slot)))
+
+
+def _has_record(j, sid, first):
+    # Whether a record of session `sid` (bytes) with seq >= first is in the segments.
+    segs = j._segs
+    i = len(segs) - 1
+    while i > 0 and segs[i][1] > first:
+        i -= 1
+    for seg in segs[i:]:
+        with open(j._seg_path(seg), "rb") as f:
+            for _, _, kind, seq, key in frame.Reader(f, seg[2]):
+                if (kind == frame.REC or kind == frame.CREC) and seq >= first and key[DIGEST:] == sid:
+                    return True
+    return False
+
+
 def _damaged_tail(j, seg, f, off):
     # A damaged last entry may have been a record: judge its header leniently (one flipped bit
     # leaves the kind recognisable, see frame) and rather skip a seq than ever reuse one.
@@ -189,7 +283,8 @@ def _damaged_tail(j, seg, f, off):
     kind = raw[2]
     seq = struct.unpack_from("<I", raw, 8)[0]
     diff = kind ^ frame.REC
-    if kind == frame.REC or (seq == j._next and diff & (diff - 1) == 0):
+    cdiff = kind ^ frame.CREC
+    if kind == frame.REC or kind == frame.CREC or (seq == j._next and (diff & (diff - 1) == 0 or cdiff & (cdiff - 1) == 0)):
         j._problem("chain", seg[0], off, len(raw), j._next)
         j._next += 1
         j._prev = raw[frame.HEAD :] if len(raw) == frame.HEAD + DIGEST else b""

@@ -293,7 +293,7 @@ class Conn:
         """
         if not self.connected:
             raise OSError("not connected")
-        if hasattr(msg, "path"):
+        if hasattr(msg, "readinto"):
             return await self._publish_from_flash(topic, msg, qos, retain)
         wire = self.codec.sock
         need = len(topic) + len(msg) + 9  # header, lengths, packet id
@@ -313,26 +313,31 @@ class Conn:
                 await self._send(mv[i:i + _DIRECT_CHUNK])
 
     async def _publish_from_flash(self, topic, rec, qos, retain):
-        # a journaled record (journal.OnFlash): the head from the outbound buffer, then the record
-        # read from its file in pieces into a small buffer of its own and sent straight (PUBACKs
-        # the reader writes meanwhile wait in the outbound buffer, after this packet). The file is
-        # open only between awaits: the journal appends to it meanwhile.
+        # a journaled record (journal.OnFlash or crec.Reader): the head from the outbound buffer,
+        # then the record as the journal reads it from flash, in pieces into a small buffer of our
+        # own, sent straight (PUBACKs the reader writes meanwhile wait in the outbound buffer,
+        # after this packet). The reader opens the file only within each readinto: the journal
+        # appends to it between awaits.
         mv = memoryview(self._piece)
         async with self._lock:
             if self.codec.sock.out_len + len(topic) + 9 > len(self.codec.sock.out):
                 await self._flush()
-            self.codec.publish_head(topic, len(rec), qos, retain)
+            n = len(rec)
+            self.codec.publish_head(topic, n, qos, retain)
             await self._flush()
-            pos, end = rec.off, rec.off + len(rec)
-            while pos < end:
-                with open(rec.path, "rb") as f:
-                    f.seek(pos)
-                    got = f.readinto(mv[:min(_FLASH_PIECE, end - pos)])
+            while n > 0:
+                try:
+                    got = rec.readinto(mv[:min(_FLASH_PIECE, n)])
+                except (OSError, ValueError) as e:  # half a packet went out: the stream is lost
+                    got = 0
+                    why = e
+                else:
+                    why = "record ends early on flash"
                 if not got:
-                    self.close("record ends early on flash")
-                    raise OSError("record %s@%d ends early on flash" % (rec.path, rec.off))
+                    self.close("record unreadable on flash")
+                    raise OSError("record unreadable on flash: %s" % (why,))
                 await self._send(mv[:got])
-                pos += got
+                n -= got
 
     async def flush(self):
         async with self._lock:

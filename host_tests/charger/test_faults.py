@@ -83,7 +83,7 @@ def test_journal_full_refuses_new_sessions_and_loses_nothing(charger):
     _seed(c)
     c.boot()
     done = 0
-    for _ in range(10):
+    for _ in range(30):  # compact records: about 17 sessions fill 16 KiB
         m = c.tap(ALICE, rf"{STARTED}|journal full")
         if "journal full" in m.group(0):
             break

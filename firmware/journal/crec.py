@@ -1,0 +1,152 @@
+# Compact signed records on flash. A record goes out as a compact JWS, base64url(header) "."
+# base64url(payload) "." base64url(signature); on flash it is kept as its header and payload in
+# dense form (dense.py) and the raw 64-byte signature, about a third of the JWS. base64url
+# without padding is canonical, so the same JWS bytes come back when it is read (checked at
+# commit: the JWS's middle part must be exactly the base64url of the payload given).
+#
+# Body of a CREC entry:
+#   0  u16  header length (JSON bytes)
+#   2  u16  payload length
+#   4  u16  length of the dense header
+#   6  dense header, dense payload, then the 64-byte signature (r || s)
+import struct
+
+from micropython import const
+
+from crypto import b64url
+from journal import dense
+
+_SIG = const(64)
+_SIG_B64 = const(86)
+_PREFIX = const(6)
+_CHUNK = const(192)  # payload bytes per base64url check: a multiple of 3
+_PIECE = const(96)  # dense bytes read from flash per step (a code is at most 66)
+_DOT = const(46)
+
+
+def b64_len(n):
+    return (4 * n + 2) // 3
+
+
+def split(signed, payload):
+    """(header JSON, signature) when `signed` is the compact JWS of `payload` with a 64-byte
+    signature, else None (such a record is kept as it is)."""
+    n = len(signed)
+    mid = n - _SIG_B64 - 1  # the dot before the signature
+    if mid < 2 or signed[mid] != _DOT or len(payload) > 0xFFFF:
+        return None
+    i = 0
+    while i < mid and signed[i] != _DOT:
+        i += 1
+    if i == mid or mid - i - 1 != b64_len(len(payload)):
+        return None
+    try:
+        header = b64url.decode(bytes(signed[:i]))
+        sig = b64url.decode(bytes(signed[mid + 1:]))
+    except ValueError:
+        return None
+    if len(sig) != _SIG or len(header) > 0xFFFF:
+        return None
+    pv = memoryview(payload)
+    pos = i + 1
+    for k in range(0, len(pv), _CHUNK):
+        e = b64url.encode(pv[k:k + _CHUNK])
+        if not signed[pos:pos + len(e)] == e:
+            return None
+        pos += len(e)
+    return header, sig
+
+
+def pack(header, payload, sig):
+    """The CREC body (bytes-like): about a third of the JWS, built in one pass."""
+    dh = dense.pack(header)
+    out = bytearray(struct.pack("<HHH", len(header), len(payload), len(dh)))
+    out.extend(dh)
+    for p in dense.encode(payload):
+        out.extend(p)
+    out.extend(sig)
+    return out
+
+
+def jws(body):
+    """The JWS bytes of a whole CREC body (in RAM)."""
+    hl, pl, dl = struct.unpack_from("<HHH", body)
+    mv = memoryview(body)
+    n = len(body)
+    header = dense.decode(mv[_PREFIX:_PREFIX + dl])
+    payload = dense.decode(mv[_PREFIX + dl:n - _SIG])
+    if len(header) != hl or len(payload) != pl:
+        raise dense.DenseError("compact record does not match its lengths")
+    return b64url.encode(header) + b"." + b64url.encode(payload) + b"." + b64url.encode(mv[n - _SIG:])
+
+
+class Reader:
+    """The JWS of a CREC entry on flash, rebuilt in pieces: len() is the JWS's length, readinto()
+    fills a buffer with its next bytes. The file is open only within each call (the journal
+    appends to it in between)."""
+
+    def __init__(self, path, off, blen):
+        with open(path, "rb") as f:
+            f.seek(off)
+            pre = f.read(_PREFIX)
+        if len(pre) != _PREFIX:
+            raise OSError("record ends early on flash")
+        hl, pl, dl = struct.unpack("<HHH", pre)
+        self.path = path
+        self._ends = (off + _PREFIX + dl, off + blen - _SIG, off + blen)
+        self._want = (hl, pl, _SIG)
+        self._n = b64_len(hl) + b64_len(pl) + _SIG_B64 + 2
+        self._pos = off + _PREFIX
+        self._sec = 0  # 0 header, 1 payload, 2 signature, 3 done
+        self._raw = bytearray()  # decoded bytes not yet encoded (fewer than 3, or a section's tail)
+        self._got = 0  # decoded bytes of the current section
+        self._out = b""
+        self._o = 0
+
+    def __len__(self):
+        return self._n
+
+    def readinto(self, mv):
+        k = 0
+        want = len(mv)
+        while k < want:
+            if self._o >= len(self._out):
+                if self._sec > 2:
+                    break
+                self._out = self._step()
+                self._o = 0
+                continue
+            m = min(want - k, len(self._out) - self._o)
+            mv[k:k + m] = self._out[self._o:self._o + m]
+            k += m
+            self._o += m
+        return k
+
+    def _step(self):
+        end = self._ends[self._sec]
+        buf = bytearray(min(_PIECE, end - self._pos))
+        with open(self.path, "rb") as f:
+            f.seek(self._pos)
+            got = f.readinto(buf) if buf else 0
+        if got != len(buf):
+            raise OSError("record ends early on flash")
+        raw = self._raw
+        before = len(raw)
+        if self._sec == 2:
+            raw.extend(buf)
+            used = got
+        else:
+            used = dense.decode_into(buf, got, raw, self._pos + got >= end)
+        self._pos += used
+        self._got += len(raw) - before
+        if self._pos < end:
+            k = len(raw) // 3 * 3
+            self._raw = raw[k:]
+            return b64url.encode(raw[:k])
+        if self._got != self._want[self._sec]:
+            raise dense.DenseError("compact record does not match its lengths")
+        out = b64url.encode(raw)
+        self._raw = bytearray()
+        self._got = 0
+        self._sec += 1
+        return out + b"." if self._sec < 3 else out

@@ -1,0 +1,200 @@
+# Dense form of the JSON the journal keeps (record payloads, JWS headers, session starts and
+# checkpoints): the same bytes with the phrases of our own documents replaced by one or two bytes
+# and runs of hex digits (hashes, tokens, signatures, timestamps) packed two digits to a byte.
+# Exactly reversible for any input; about a third of a record's size.
+#
+# Codes: JSON text never holds raw bytes below 0x20, so they are free for codes.
+#   0x00 b        the byte b itself (an input byte below 0x20: never in JSON, but any input works)
+#   0x01..0x1A    PHRASES[code - 1]
+#   0x1B i        PHRASES[26 + i]
+#   0x1C n ..     2n lower-case hex digits [0-9a-f] packed into n bytes (n <= 64)
+#   0x1D n ..     2n upper-case hex digits [0-9A-F] packed into n bytes
+#   0x1E, 0x1F    never written: a decoder meeting one has damaged input
+#
+# PHRASES is part of the flash format: append only, never reorder or change an entry (journals
+# written by older firmware are read with it). No phrase starts with a hex digit, so a hex run is
+# never split by a phrase start.
+import binascii
+
+from micropython import const
+
+_ESC = const(0x00)
+_EXT = const(0x1B)
+_LOW = const(0x1C)
+_UP = const(0x1D)
+_SHORT = const(26)
+_MAX_RUN = const(64)  # packed bytes per hex code: a token stays well under a read chunk
+_MIN_DIGITS = const(6)  # shorter runs cost more packed than plain
+
+PHRASES = (
+    # the 26 one-byte codes: the most frequent in a session record
+    b'\\",\\"', b'","', b'":"', b',"excl":', b',"incl":', b',"qty":', b',"price":', b',"from":', b',"to":',
+    b'},{"billed":', b',"vat":', b',"unit":"Wh"', b',"unit":"s"', b',"dim":"ENERGY","el":', b',"dim":"TIME","el":',
+    b',"dim":"PARKING_TIME","el":', b',"dim":"FLAT","el":', b',"unit":"session"', b'null', b',000+0000 ',
+    b'\\",\\"RV\\":', b',\\"RI\\":\\"01-00:01.08.00\\",\\"RU\\":\\"kWh\\",\\"ST\\":\\"G\\"}', b'\\",\\"TX\\":\\"',
+    b'","serial":"', b'","wh":', b',"tq":"',
+    # record payload (billing/record.py order)
+    b'{"v":1,"dev":"', b'","seq":', b',"prev":"', b'","token":"', b'","auth":"', b'","contract":', b',"tariff":{"id":"',
+    b'","ver":', b'},"start":{"t":', b'},"stop":{"t":', b',"reason":"', b'"},"meter":{"model":"', b'"},"energy_wh":',
+    b',"cost":{"currency":"', b',"lines":[{"billed":', b',"lines":[]', b'}],"flags":[', b'},"flags":[', b'],"fw":"',
+    b'","ocmf":"OCMF|{\\"FV\\":\\"1.0\\",\\"GI\\":\\"EVC-FIRMWARE\\",\\"GS\\":\\"', b'\\",\\"GV\\":\\"',
+    b'\\",\\"PG\\":\\"T', b'\\",\\"MV\\":\\"', b'\\",\\"MM\\":\\"', b'\\",\\"MS\\":\\"', b'\\",\\"IS\\":true,\\"IT\\":\\"UNDEFINED',
+    b'\\",\\"ID\\":\\"', b'\\",\\"RD\\":[{\\"TM\\":\\"', b',{\\"TM\\":\\"', b']}|{\\"SA\\":\\"ECDSA-secp256r1-SHA256\\",\\"SD\\":\\"',
+    b'\\"}"', b',"charged":', b',"parking_s":', b',"rsv":', b'"list"', b'"cache"', b'"online"', b'"offline"', b'"adhoc"',
+    b'"card"', b'"unplugged"', b'"power-loss"', b'"time-unsynced"', b'"meter-fault"', b'"EUR"',
+    # JWS header (crypto/keys.py)
+    b'{"alg":"ES256","kid":"',
+    # session start and checkpoint (app/session.py, through the journal's compact json)
+    b'{"token":"', b',"available":', b',"rsv":null', b',"cap_wh":', b',"cap_cost":', b',"tariff":"', b',"tariff_ver":',
+    b',"t":', b',"wh":', b',"model":"', b',"serial":"', b'{"t":', b',"cost":', b'"}',
+)
+
+# For each byte: 1 when a phrase may start with it, 2 for [0-9a-f], 4 for [0-9A-F], 8 below 0x20
+_CLASS = bytearray(256)
+for _c in range(32):
+    _CLASS[_c] = 8
+_BY_FIRST = {}  # first byte -> phrase indices, longest first (the first that matches is taken)
+for _k in range(len(PHRASES)):
+    _CLASS[PHRASES[_k][0]] |= 1
+    _BY_FIRST[PHRASES[_k][0]] = _BY_FIRST.get(PHRASES[_k][0], ()) + (_k,)
+for _c in _BY_FIRST:
+    _BY_FIRST[_c] = bytes(sorted(_BY_FIRST[_c], key=lambda k: -len(PHRASES[k])))
+for _c in b"0123456789abcdef":
+    _CLASS[_c] |= 2
+for _c in b"0123456789ABCDEF":
+    _CLASS[_c] |= 4
+_CLASS = bytes(_CLASS)
+_CODE = bytes(range(32))
+
+
+class DenseError(ValueError):
+    pass
+
+
+def _phrase_at(mv, i, n):
+    # index of the longest phrase at mv[i:], or -1 (compared in place: no slice is made)
+    for k in _BY_FIRST[mv[i]]:
+        p = PHRASES[k]
+        m = len(p)
+        if i + m <= n:
+            j = 1
+            while j < m and mv[i + j] == p[j]:
+                j += 1
+            if j == m:
+                return k
+    return -1
+
+
+def encode(data):
+    """Yield the dense form of data (bytes-like) in pieces: slices of data for plain text,
+    small bytes for codes. Deterministic: two passes give the same pieces (length and CRC first,
+    then the write, with no copy of the whole in RAM)."""
+    mv = memoryview(data)
+    n = len(mv)
+    cls = _CLASS
+    i = plain = 0
+    while i < n:
+        while i < n and not cls[mv[i]]:  # plain text: the bulk, kept to a tight loop
+            i += 1
+        if i >= n:
+            break
+        k = cls[mv[i]]
+        if k & 8:
+            if plain < i:
+                yield mv[plain:i]
+            yield bytes((_ESC, mv[i]))
+            i += 1
+            plain = i
+            continue
+        if k & 1:
+            p = _phrase_at(mv, i, n)
+            if p >= 0 and i + 1 < n and cls[mv[i + 1]] & 1:
+                q = _phrase_at(mv, i + 1, n)  # a longer phrase one byte on wins: '","excl":'
+                if q >= 0 and len(PHRASES[q]) > len(PHRASES[p]) + 1:
+                    p = -1
+            if p >= 0:
+                if plain < i:
+                    yield mv[plain:i]
+                yield _CODE[p + 1:p + 2] if p < _SHORT else bytes((_EXT, p - _SHORT))
+                i += len(PHRASES[p])
+                plain = i
+                continue
+            i += 1
+            continue
+        # a run of hex digits: the longer of the lower- and the upper-case reading
+        lo = up = i
+        while lo < n and cls[mv[lo]] & 2:
+            lo += 1
+        while up < n and cls[mv[up]] & 4:
+            up += 1
+        end, code = (lo, _LOW) if lo >= up else (up, _UP)
+        if end - i < _MIN_DIGITS:
+            i = end  # plain digits: none of them starts a phrase
+            continue
+        if plain < i:
+            yield mv[plain:i]
+        end = i + (end - i) // 2 * 2  # an odd last digit stays plain
+        while i < end:
+            j = min(end, i + 2 * _MAX_RUN)
+            yield bytes((code, (j - i) // 2)) + binascii.unhexlify(mv[i:j])
+            i = j
+        plain = i
+    if plain < n:
+        yield mv[plain:n]
+
+
+def pack(data):
+    """The whole dense form of data, as bytes (for small texts)."""
+    return b"".join(bytes(p) for p in encode(data))
+
+
+def decode_into(src, n, out, final=False):
+    """Append the text of the complete codes in src[:n] to the bytearray out; returns how many
+    bytes of src were used (a code cut by the end of src waits for more, unless final)."""
+    i = 0
+    while i < n:
+        c = src[i]
+        if c >= 0x20:
+            j = i + 1
+            while j < n and src[j] >= 0x20:
+                j += 1
+            out.extend(src[i:j])
+            i = j
+            continue
+        if c == _ESC or c == _EXT:
+            if i + 1 >= n:
+                break
+            if c == _ESC:
+                out.append(src[i + 1])
+            else:
+                k = _SHORT + src[i + 1]
+                if k >= len(PHRASES):
+                    raise DenseError("unknown phrase %d" % k)
+                out.extend(PHRASES[k])
+            i += 2
+        elif c == _LOW or c == _UP:
+            if i + 1 >= n:
+                break
+            m = src[i + 1]
+            if not 0 < m <= _MAX_RUN:
+                raise DenseError("bad hex run")
+            if i + 2 + m > n:
+                break
+            h = binascii.hexlify(src[i + 2:i + 2 + m])
+            out.extend(h if c == _LOW else h.upper())
+            i += 2 + m
+        elif c <= _SHORT:
+            out.extend(PHRASES[c - 1])
+            i += 1
+        else:
+            raise DenseError("bad code %d" % c)
+    if final and i < n:
+        raise DenseError("dense text ends inside a code")
+    return i
+
+
+def decode(data):
+    """The text of a whole dense form (bytes)."""
+    out = bytearray()
+    decode_into(memoryview(data), len(data), out, True)
+    return bytes(out)
