@@ -20,7 +20,8 @@ _SIG = const(64)
 _SIG_B64 = const(86)
 _PREFIX = const(6)
 _CHUNK = const(192)  # payload bytes per base64url check: a multiple of 3
-_PIECE = const(96)  # dense bytes read from flash per step (a code is at most 66)
+_OUT_PIECE = const(256)
+_PIECE = const(128)  # dense bytes read from flash per step (a code is at most 66)
 _DOT = const(46)
 
 
@@ -58,13 +59,28 @@ def split(signed, payload):
 
 
 def pack(header, payload, sig):
-    """The CREC body (bytes-like): about a third of the JWS, built in one pass."""
+    """The CREC body as a list of pieces of at most 256 bytes (about a third of the JWS in all):
+    sealing leaves the heap in small holes, so no larger block is asked for."""
     dh = dense.pack(header)
-    out = bytearray(struct.pack("<HHH", len(header), len(payload), len(dh)))
-    out.extend(dh)
+    out = [bytearray(struct.pack("<HHH", len(header), len(payload), len(dh)))]
+
+    def add(p):
+        last = out[-1]
+        room = _OUT_PIECE - len(last)
+        if len(p) > room:
+            last.extend(p[:room])
+            p = p[room:]
+            while len(p) > _OUT_PIECE:
+                out.append(bytearray(p[:_OUT_PIECE]))
+                p = p[_OUT_PIECE:]
+            last = bytearray()
+            out.append(last)
+        last.extend(p)
+
+    add(dh)
     for p in dense.encode(payload):
-        out.extend(p)
-    out.extend(sig)
+        add(p)
+    add(sig)
     return out
 
 
@@ -102,6 +118,7 @@ class Reader:
         self._got = 0  # decoded bytes of the current section
         self._out = b""
         self._o = 0
+        self._buf = bytearray(_PIECE)
 
     def __len__(self):
         return self._n
@@ -124,11 +141,12 @@ class Reader:
 
     def _step(self):
         end = self._ends[self._sec]
-        buf = bytearray(min(_PIECE, end - self._pos))
+        want = min(_PIECE, end - self._pos)
+        buf = memoryview(self._buf)[:want]
         with open(self.path, "rb") as f:
             f.seek(self._pos)
-            got = f.readinto(buf) if buf else 0
-        if got != len(buf):
+            got = f.readinto(buf) if want else 0
+        if got != want:
             raise OSError("record ends early on flash")
         raw = self._raw
         before = len(raw)

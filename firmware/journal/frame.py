@@ -56,14 +56,21 @@ if crc32 is None:
 
 
 def pack_head(head, kind, seq, key, body):
-    """Fill the 20-byte `head` for an entry; returns the entry's total length."""
+    """Fill the 20-byte `head` for an entry; returns the entry's total length. body: bytes-like,
+    or a list of pieces written one after the other."""
     klen = len(key)
-    blen = len(body)
+    if isinstance(body, list):
+        blen = bcrc = 0
+        for p in body:
+            blen += len(p)
+            bcrc = crc32(p, bcrc)
+    else:
+        blen, bcrc = len(body), crc32(body)
     if klen > MAX_KEY or blen > MAX_BODY:
         raise ValueError("journal entry too large: key %d, body %d bytes" % (klen, blen))
     head[0] = _M0
     head[1] = _M1
-    struct.pack_into("<BBIII", head, 2, kind, klen, blen, seq, crc32(body))
+    struct.pack_into("<BBIII", head, 2, kind, klen, blen, seq, bcrc)
     struct.pack_into("<I", head, 16, crc32(key, crc32(memoryview(head)[:16])))
     return HEAD + klen + blen
 

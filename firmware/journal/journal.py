@@ -180,19 +180,20 @@ class Journal:
     def _write(self, kind, seq, key, body):
         if self._broken:
             self.recover()
-        n = frame.HEAD + len(key) + len(body)
         seg = self._segs[-1]
+        n = frame.pack_head(self._head, kind, seq, key, body)
         if seg[2] > self._base_end and seg[2] + n > self._seg_bytes:
-            self._rotate()
+            self._rotate()  # packs its BASE into the same head buffer: pack ours again
             seg = self._segs[-1]
-        frame.pack_head(self._head, kind, seq, key, body)
+            frame.pack_head(self._head, kind, seq, key, body)
         try:
             f = self._f
             f.write(self._head)
             if key:
                 f.write(key)
-            if body:
-                f.write(body)
+            for p in body if isinstance(body, list) else (body,):
+                if p:
+                    f.write(p)
             f.flush()
         except OSError:
             # The file's tail is now unknown: the next call re-reads the truth from flash.

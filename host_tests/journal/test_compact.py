@@ -9,6 +9,8 @@ import binascii
 import json
 
 from hypothesis import given, settings
+
+from host_tests.journal.conftest import MP
 from hypothesis import strategies as st
 
 # JSON values like the charger's: objects of short keys, ints, strings (hex-ish ones too), lists.
@@ -299,3 +301,75 @@ def test_a_session_costs_under_two_block_erases(jrun):
     """, heap="8M")
     assert r["sessions"] <= 2 * 60
     assert r["checkpoints"] <= 6  # an hour of 60 s checkpoints: a tenth of an erase each at most
+
+
+def test_the_chargers_seal_commits_compact_on_a_heap_of_small_holes(mpy):
+    """record.seal with commit into the journal (the charger's path) on a heap chopped into
+    512-byte holes: the compact body is built in pieces of at most 256 bytes, so the record is
+    committed, and it comes back as exactly the JWS the copying path makes."""
+    from host_tests.crypto.conftest import RFC_PRIV, session_fields
+
+    fields = session_fields()
+    fields["cost"]["lines"] = [  # a time-of-day session: its compact body is over 512 bytes
+        {"billed": 3600 + k, "dim": "ENERGY", "el": k, "excl": 120 + k, "from": 1760000000 + 900 * k, "incl": 143 + k,
+         "price": 3950 - 100 * k, "qty": 3600 + k, "to": 1760000900 + 900 * k, "unit": "Wh", "vat": 1900}
+        for k in range(4)]
+    res = mpy.run(f"""
+import gc, json
+from crypto import keys, canon, p256
+from billing import record
+from journal import Journal
+from powercut import PowerCutDevice
+from journal_load import mount
+import vfs
+key = keys.Key({RFC_PRIV})
+p256.comb_table()
+canon.reserve(4096)
+dev = PowerCutDevice(4096, 24)
+vfs.VfsLfs2.mkfs(dev)
+mount(dev, "/jf")
+j = Journal("/jf/journal", max_bytes=32 * 1024, segment_bytes=8 * 1024)
+j.recover()
+j.open_session("S", {{"wh": 1}})
+f = json.loads({json.dumps(fields)!r})
+gc.collect()
+pieces = [None] * 1600  # made first: a list grown while filling would leave larger holes behind
+crumbs = [None] * 3000
+n = 0
+try:
+    while n < len(pieces):
+        pieces[n] = bytearray(496)
+        n += 1
+except MemoryError:
+    pass
+try:  # and the smaller holes left over: no freed piece may merge with one
+    for k in range(len(crumbs)):
+        crumbs[k] = bytearray(8)
+except MemoryError:
+    pass
+for i in range(0, n, 2):
+    pieces[i] = None
+gc.collect()
+out = {{"largest": 0}}
+for size in (512, 640, 768, 1024, 2048):
+    try:
+        bytearray(size - 16)
+        out["largest"] = size
+    except MemoryError:
+        break
+try:
+    record.seal(key, f, lambda p, s: j.commit_record(j.next_seq(), p, s, "S"))
+    out["committed"] = j.next_seq() - 1
+except MemoryError:
+    out["committed"] = "MemoryError"
+pieces = crumbs = None
+gc.collect()
+want = record.seal(key, f)[1]
+out["same"] = [b == want for _, b in j.pending()]
+out["open"] = j.open_sessions()
+out["n"] = n
+out["sizes"] = [len(want), j.usage()[0]]
+emit(out)
+""", extra_path=[MP], heap="768k").value
+    assert res["n"] < 1600 and res["largest"] == 512, res  # the heap was full, then holes of 512 bytes
+    assert res["committed"] == 1 and res["same"] == [True] and res["open"] == {}, res
