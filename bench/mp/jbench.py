@@ -1,4 +1,5 @@
 # MicroPython side of bench/journal.py: timings and flash traffic on LittleFS over a RAM device.
+import os
 import time
 
 import vfs
@@ -21,7 +22,7 @@ def _session(j, n, checkpoints):
     sid = "S%d" % n
     j.open_session(sid, {"wh": n * 1000, "token": "0123456789abcdef0123456789abcdef", "tariff": {"id": "T1", "ver": 7}})
     for c in range(checkpoints):
-        j.checkpoint(sid, {"wh": n * 1000 + c * 100, "cost": c * 37})
+        j.checkpoint(sid, {"t": 1760000000 + c * 60, "wh": n * 1000 + c * 100, "cost": c * 37})
     seq = j.next_seq()
     j.commit_record(seq, payload_for(seq), signed_for(seq), sid)
     return seq
@@ -62,8 +63,9 @@ def recovery(records, pending, flash_kb, max_bytes, segment_bytes=32 * 1024):
             "flash_read": read, "next": r.next_seq}
 
 
-def appends(records=200, checkpoints=3):
-    """Time per committed record and per checkpoint; flash writes per session (with its ack)."""
+def appends(records=200, checkpoints=3, hour_checkpoints=60):
+    """Time per committed record and per checkpoint; flash writes per session (with its ack); then
+    the erases of an hour-long session's checkpoints (one a minute)."""
     dev = _device(1024)
     j = Journal(DIR, max_bytes=512 * 1024, segment_bytes=32 * 1024)
     j.recover()
@@ -75,7 +77,7 @@ def appends(records=200, checkpoints=3):
         j.open_session(sid, {"wh": n * 1000, "token": "0123456789abcdef0123456789abcdef", "tariff": {"id": "T1", "ver": 7}})
         for c in range(checkpoints):
             t = time.ticks_us()
-            j.checkpoint(sid, {"wh": n * 1000 + c * 100, "cost": c * 37})
+            j.checkpoint(sid, {"t": 1760000000 + c * 60, "wh": n * 1000 + c * 100, "cost": c * 37})
             ck_us.append(time.ticks_diff(time.ticks_us(), t))
         seq = j.next_seq()
         payload, signed = payload_for(seq), signed_for(seq)
@@ -91,6 +93,12 @@ def appends(records=200, checkpoints=3):
         "erases_per_session": (dev.erases - e0) * 1000 // records,
         "block": dev.block_size,
     }
+    e0, p0 = dev.erases, dev.bytes_programmed
+    j.open_session("hour", {"wh": 1, "token": "0123456789abcdef0123456789abcdef", "tariff": {"id": "T1", "ver": 7}})
+    for c in range(hour_checkpoints):
+        j.checkpoint("hour", {"t": 1760000000 + c * 60, "wh": 1 + c * 183, "cost": c * 71})
+    out["hour_checkpoint_erases"] = dev.erases - e0
+    out["hour_checkpoint_programmed"] = dev.bytes_programmed - p0
     j.close()
     vfs.umount(MOUNT)
     return out
@@ -120,8 +128,10 @@ def append_vs_size(small=10, large=2000, probe=50):
 
 
 def capacity(max_bytes=1024 * 1024, checkpoints=2):
-    """Sessions (records ~1.5-2.5 KB, mean 2 KB) that fit in `max_bytes` before sessions are refused."""
+    """Sessions (the charger's records, JWS mean about 2 KB) that fit in `max_bytes` before
+    sessions are refused; with the flash LittleFS has in use then (blocks, metadata included)."""
     dev = _device(max_bytes // 1024 + 256)
+    free0 = os.statvfs(MOUNT)[3]
     j = Journal(DIR, max_bytes=max_bytes, segment_bytes=32 * 1024)
     j.recover()
     n = 0
@@ -131,6 +141,7 @@ def capacity(max_bytes=1024 * 1024, checkpoints=2):
         signed += len(signed_for(seq))
         n += 1
     used = j.usage()[0]
+    flash = (free0 - os.statvfs(MOUNT)[3]) * dev.block_size
     j.close()
     vfs.umount(MOUNT)
-    return {"sessions": n, "used": used, "signed_bytes": signed}
+    return {"sessions": n, "used": used, "signed_bytes": signed, "flash": flash}

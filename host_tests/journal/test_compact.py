@@ -79,14 +79,36 @@ def test_phrase_table_is_append_only(mpy):
     r = mpy.run("""
 import binascii, hashlib
 from journal import dense
+
+def tables_ok():
+    # the written-out tables, derived again from PHRASES
+    P = dense.PHRASES
+    firsts = []
+    for p in P:
+        if p[0] not in firsts:
+            firsts.append(p[0])
+    cls = bytearray(256)
+    for c in range(32):
+        cls[c] = 8
+    for c in b"0123456789abcdef":
+        cls[c] |= 2
+    for c in b"0123456789ABCDEF":
+        cls[c] |= 4
+    rows = []
+    for row, c in enumerate(sorted(firsts)):
+        cls[c] |= 1 | row << 4
+        rows.append(bytes(sorted([k for k in range(len(P)) if P[k][0] == c], key=lambda k: (-len(P[k]), k))))
+    return bytes(cls) == dense._CLASS and tuple(rows) == dense._BY_FIRST and dense._CODE == bytes(range(27))
+
 emit({"n": len(dense.PHRASES), "first86": binascii.hexlify(hashlib.sha256(b"\\n".join(dense.PHRASES[:86])).digest()).decode(),
-      "starts": [p[0] for p in dense.PHRASES], "short": [len(p) for p in dense.PHRASES]})
+      "starts": [p[0] for p in dense.PHRASES], "short": [len(p) for p in dense.PHRASES], "tables": tables_ok()})
 """).value
     assert r["n"] <= 26 + 256
     assert r["first86"] == PINNED_PHRASES_SHA256
     hexdigits = b"0123456789abcdefABCDEF"
     assert not any(c in hexdigits for c in r["starts"])  # a hex run is never split by a phrase
     assert min(r["short"]) >= 2
+    assert r["tables"]  # dense.py's written-out tables match PHRASES
 
 
 PINNED_PHRASES_SHA256 = "dc445967376fa984636007d256c42b20aa8921dae43202f6e2347a126648ddf8"
