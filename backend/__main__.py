@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-share", action="store_true", help="plain subscription (a broker without shared subscriptions)")
     serve.add_argument("--gap-grace", type=int, default=30, help="seconds a record may wait for its predecessor before a gap is reported")
     serve.add_argument("--batch", type=int, default=64, help="most messages stored in one transaction")
+    serve.add_argument("--partition", metavar="I/N", default=None,
+                       help="device affinity: this worker takes the devices of partition I of N (default: "
+                            "$EVC_BACKEND_PARTITION, else the shared subscription); start N workers, 0/N..N-1/N")
     serve.add_argument("--auth-ttl", type=int, default=24 * 3600,
                        help="seconds a charger may reuse an online acceptance from its cache (refusals: at most 300)")
 

@@ -18,7 +18,7 @@ from backend.ingest import Ingestor
 from backend.keys import Keys, card_token, load_public_key
 from backend.models import Anomaly, Device, Session
 from backend.mqtt import publish_all
-from backend.worker import Worker
+from backend.worker import Partition, Worker
 
 
 def compile_tariff(tz: str):
@@ -138,8 +138,9 @@ def _secret_or_none(keys: Keys) -> bytes | None:
 
 def serve(args: argparse.Namespace, sessions) -> int:
     ingestor = Ingestor(sessions, gap_grace_s=args.gap_grace)
+    partition = Partition.parse(args.partition) if args.partition else "env"  # ValueError: main() says why
     worker = Worker(ingestor, args.broker, args.prefix, None if args.no_share else args.group, batch=args.batch,
-                    key=Keys(args.keys).private_key(), auth_ttl_s=args.auth_ttl)
+                    key=Keys(args.keys).private_key(), auth_ttl_s=args.auth_ttl, partition=partition)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -141,6 +141,7 @@ _CARDS = "evc_cards"  # {token: Card | None}, locked
 _PLACED = "evc_placed"  # {(dev, seq): hash} stored as sessions by this transaction
 _ROWS = "evc_rows"  # session rows to insert, in one statement, before the commit
 _LOADED = "evc_loaded"  # {(dev, seq): Pending} read ahead by a run (Ingestor._pending)
+_SESSIONS = Session.__table__
 RUN = 256  # waiting records read in one query when a gap closes
 
 
@@ -215,8 +216,18 @@ class Ingestor:
         """One transaction for the lot; outcomes in the order given. Acks only after this returns.
         Whatever the messages hold, this returns an outcome for each; it raises only when the
         database itself is away (OperationalError after RETRIES): then nothing was stored."""
+        return self.store(self.prepare(messages))
+
+    def prepare(self, messages: Iterable[tuple[str, bytes | str]]) -> list[_Msg]:
+        """The first half of ingest_many, outside any transaction: screen and verify. A worker runs
+        it for its next batch while store() commits the one before (ECDSA and SQLite both let go
+        of the GIL). Raises only when the database is away (reading keys)."""
         items = [_read(topic, raw) for topic, raw in messages]
         self._verify(items)
+        return items
+
+    def store(self, items: list[_Msg]) -> list[Outcome]:
+        """The second half of ingest_many: one transaction for the prepared messages."""
         # Device rows are locked in a fixed order so two workers cannot deadlock on them.
         order = sorted(range(len(items)), key=lambda i: (items[i].dev or "", items[i].seq or 0))
         try:
@@ -302,7 +313,7 @@ class Ingestor:
         (dev, seq) key is the last word should two writers ever place the same record."""
         rows = db.info.pop(_ROWS, None)
         if rows:
-            db.execute(insert(Session), rows)
+            db.execute(_SESSIONS.insert(), rows)  # Core executemany: the ORM's bulk path costs more per row
         for k in (_DEVICES, _PENDING, _CARDS, _PLACED, _LOADED):
             db.info.pop(k, None)
 

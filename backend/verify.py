@@ -103,12 +103,21 @@ def peek(raw: bytes | str) -> tuple[str | None, int | None]:
     return (kid if isinstance(kid, str) else None), (seq if type(seq) is int and 0 < seq <= guard.INT64_MAX else None)
 
 
-def named_seq(jws: str) -> int | None:
-    """The seq a screened JWS's payload names where the firmware writes it (its first fields),
-    unverified, without parsing the JSON; None when it does not begin that way."""
+# base64url characters of the payload that hold _HEAD (at most 147 bytes): a multiple of 4, so that
+# the prefix decodes on its own
+_HEAD_CHARS = 200
+
+
+def named_seq(jws: str | bytes) -> int | None:
+    """The seq a JWS's payload names where the firmware writes it (its first fields), unverified,
+    without parsing the JSON nor decoding more than the payload's first bytes; None when it does not
+    begin that way. Never raises."""
     try:
-        head = _HEAD.match(guard.b64url(jws[jws.index(".") + 1:jws.rindex(".")]))
-    except ValueError:
+        sep = "." if isinstance(jws, str) else b"."
+        dot = jws.index(sep) + 1
+        part = jws[dot:dot + _HEAD_CHARS]  # the payload's start, or all of it and what follows
+        head = _HEAD.match(guard.b64url(part.partition(sep)[0]))
+    except (ValueError, TypeError):
         return None
     return int(head[2]) if head is not None else None
 

@@ -143,49 +143,34 @@ _RUNNER = """
 import json, sys
 from backend import worker
 if sys.argv[1] == "unsigned":
-    worker.Worker._ack_messages = lambda self, heads: [
+    worker.Worker._ack_messages = lambda self, heads, known=None: [
         (f"{self.prefix}/{d}/ack", json.dumps({"seq": s})) for d, s in heads.items()]
 from backend.__main__ import main
 sys.exit(main(sys.argv[2:]))
 """
 
 
-def _rate(broker_url: str, db: str, fleet, mode: str) -> float:
-    """bench/backend.py's ingest rate with one worker started through the runner above."""
-    import sim.backend
+def _rate(broker_url: str, db: str, fleet, keys: str, mode: str) -> float:
+    """bench/backend.py's ingest rate (measure) with one worker started through the runner above."""
     from bench import backend as ingest
 
-    class Serve(sim.backend.BackendProcess):
-        def __init__(self, url: str, path: str):
-            super().__init__(url, path)
+    class Serve(ingest.Workers):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
             self.cmd = [sys.executable, "-c", _RUNNER, mode, *self.cmd[3:]]  # [python -m backend] serve ...
 
-    real = sim.backend.BackendProcess
-    sim.backend.BackendProcess = Serve  # ingest._rate imports it from there when it runs
+    real = ingest.Workers
+    ingest.Workers = Serve  # measure() starts its workers through this name
     try:
-        return ingest._rate(broker_url, db, fleet, 1)
+        return float(ingest.measure(broker_url, db, fleet, 1, keys))
     finally:
-        sim.backend.BackendProcess = real
-
-
-def _sign_cost() -> float:
-    """Backend: microseconds to sign one ack (CPython, cryptography)."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from backend import acks
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    n = 500
-    t = time.perf_counter()
-    for i in range(n):
-        acks.sign(key, "bench-0", i + 1, "ab" * 32)
-    return (time.perf_counter() - t) / n * 1e6
+        ingest.Workers = real
 
 
 def run() -> list[Row]:
-    from bench.backend import DEVICES, PER_DEVICE
+    from backend.keys import Keys
+    from bench.backend import DEVICES, PER_DEVICE, Fleet
     from sim.broker import Broker
-    from sim.records import make_device
 
     rows: list[Row] = []
     d = _device()
@@ -208,11 +193,13 @@ def run() -> list[Row]:
         Row(b, "backend: ack signing", _sign_cost(), "us", "keys.sign_document (cryptography, RFC 6979), per ack"),
     ]
     signed, unsigned = [], []
-    with tempfile.TemporaryDirectory() as tmp, Broker() as broker:
-        fleet = [make_device(Path(tmp), f"bench-{i}", PER_DEVICE, ["%032x" % 7]) for i in range(DEVICES)]
+    with tempfile.TemporaryDirectory() as tmp, Broker(prefer="mosquitto") as broker:
+        keys = str(Path(tmp) / "backend-keys")
+        Keys(keys).init()
+        fleet = Fleet("bench", DEVICES, PER_DEVICE)
         for r in range(ROUNDS):
             for mode, out in (("signed", signed), ("unsigned", unsigned)):
-                out.append(_rate(broker.url, str(Path(tmp) / f"{mode}{r}.db"), fleet, mode))
+                out.append(_rate(broker.url, str(Path(tmp) / f"{mode}{r}.db"), fleet, keys, mode))
         note = f"{DEVICES} devices x {PER_DEVICE} records, 1 worker, SQLite, {broker.kind}; median of {ROUNDS}"
     s, u = statistics.median(signed), statistics.median(unsigned)
     rows += [

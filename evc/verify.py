@@ -13,15 +13,23 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+# Made once: the per-record path below runs for every record the backend ingests (issue #23).
+_ES256 = ec.ECDSA(hashes.SHA256())
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+_URL_TO_STD, _STD_TO_URL = bytes.maketrans(b"-_", b"+/"), bytes.maketrans(b"+/", b"-_")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class Reason(str, Enum):
@@ -101,10 +109,10 @@ def spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
 # ---------------------------------------------------------------- JWS
 
 def _b64url(part: bytes) -> bytes:
-    if not re.fullmatch(rb"[A-Za-z0-9_-]*", part) or len(part) % 4 == 1:
+    if len(part) % 4 == 1 or not _B64URL.fullmatch(part):
         raise VerifyError(Reason.FORMAT, "bad base64url")
-    data = base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != part:
+    data = binascii.a2b_base64(part.translate(_URL_TO_STD) + b"=" * (-len(part) % 4))
+    if binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_STD_TO_URL) != part:
         raise VerifyError(Reason.FORMAT, "non-canonical base64url")
     return data
 
@@ -195,7 +203,7 @@ def verify_jws(compact: bytes | str, public_key: Any, kid: str | None = None) ->
         raise VerifyError(Reason.SIGNATURE, "ES256 signature must be 64 bytes")
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
     try:
-        key.verify(der, parts[0] + b"." + parts[1], ec.ECDSA(hashes.SHA256()))
+        key.verify(der, raw[:len(parts[0]) + 1 + len(parts[1])], _ES256)
     except InvalidSignature:
         raise VerifyError(Reason.SIGNATURE, "ES256 signature does not verify") from None
     return header, payload
@@ -227,6 +235,7 @@ class OcmfRecord:
     algorithm: str  # SA, default applied
 
 
+@lru_cache(maxsize=64)
 def _algorithm(sa: str) -> tuple[ec.EllipticCurve, hashes.HashAlgorithm]:
     m = re.fullmatch(r"ECDSA-([A-Za-z0-9]+)-(SHA\d+)", sa)
     if not m or m.group(1) not in _SA_CURVES or m.group(2) not in _HASHES:
@@ -248,7 +257,7 @@ def verify_ocmf_signature(payload: bytes, signature: bytes, public_key: Any, sa:
     if signature[:1] != b"\x30" and len(signature) == 2 * size:
         der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
     try:
-        key.verify(der, payload, ec.ECDSA(digest))
+        key.verify(der, payload, _ES256 if isinstance(digest, hashes.SHA256) else ec.ECDSA(digest))
     except (InvalidSignature, ValueError):
         raise OcmfError(Reason.OCMF_SIGNATURE, "OCMF signature does not verify") from None
 
@@ -279,7 +288,8 @@ def verify_ocmf(text: str, public_key: Any) -> OcmfRecord:
         raise UnsupportedCurve(f"signature algorithm {sa!r} is not a string")
     try:
         if encoding == "hex":
-            sd = bytes.fromhex(re.sub(r"\s+", "", sig["SD"]))
+            sd_text = sig["SD"]
+            sd = bytes.fromhex(sd_text if sd_text.isalnum() else re.sub(r"\s+", "", sd_text))
         elif encoding == "base64":
             sd = base64.b64decode(sig["SD"], validate=True)
         else:
@@ -329,14 +339,13 @@ def check_schema(f: Any) -> None:
     missing = [k for k in REQUIRED if k not in f]
     if missing:
         raise VerifyError(Reason.SCHEMA, f"missing {missing}")
-    hexre = re.compile(r"[0-9a-f]+")
     checks = [
         (f["v"] == 1 and _is_int(f["v"]), "v must be 1"),
         (isinstance(f["dev"], str) and 0 < len(f["dev"]) <= 32, "dev"),
         (_is_int(f["seq"], 1), "seq must be an integer >= 1"),
-        (f["prev"] == "" if f["seq"] == 1 else isinstance(f["prev"], str) and len(f["prev"]) == 64 and bool(hexre.fullmatch(f["prev"])),
+        (f["prev"] == "" if f["seq"] == 1 else isinstance(f["prev"], str) and len(f["prev"]) == 64 and bool(_HEX.fullmatch(f["prev"])),
          "prev must be '' for seq 1, else 64 hex digits"),
-        (isinstance(f["token"], str) and len(f["token"]) == 32 and bool(hexre.fullmatch(f["token"])), "token"),
+        (isinstance(f["token"], str) and len(f["token"]) == 32 and bool(_HEX.fullmatch(f["token"])), "token"),
         (isinstance(f["auth"], str) and f["auth"] in AUTHS, "auth"),
         (f["contract"] is None or isinstance(f["contract"], str), "contract"),
         (isinstance(f["tariff"], dict) and isinstance(f["tariff"].get("id"), str)
@@ -357,13 +366,13 @@ def check_schema(f: Any) -> None:
         raise VerifyError(Reason.SCHEMA, "energy_wh must equal stop.wh - start.wh")
 
 
-def _ocmf_time(t: int, tq: str) -> str:
-    from datetime import datetime, timezone
+_LAST_DATE_S = 253402300799  # 9999-12-31T23:59:59Z: the last second a calendar date (and OCMF TM) can name
 
-    try:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,000+0000 ") + tq
-    except (OverflowError, ValueError, OSError):
-        raise VerifyError(Reason.OCMF_MISMATCH, f"time {t} is beyond any calendar date") from None
+
+def _ocmf_time(t: int, tq: str) -> str:
+    if not 0 <= t <= _LAST_DATE_S:  # t >= 0 is checked by the schema already
+        raise VerifyError(Reason.OCMF_MISMATCH, f"time {t} is beyond any calendar date")
+    return time.strftime("%Y-%m-%dT%H:%M:%S,000+0000 ", time.gmtime(t)) + tq
 
 
 def _check_ocmf_matches(f: dict, o: OcmfRecord) -> None:
