@@ -52,16 +52,32 @@ def test_config_set_get_round_trip(deployed, capsys):
     assert (deployed.flash_dir / "evc" / "config.json").read_text() == before  # nothing half-applied
 
 
+def _b64(b: bytes) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def _jws(payload: bytes, n: int) -> bytes:
+    """Shaped like a record's JWS (the journal keeps those compact and rebuilds them on export)."""
+    return _b64(b'{"alg":"ES256","kid":"cp-0001"}') + b"." + _b64(payload) + b"." + _b64(bytes([n]) * 64)
+
+
+def _payload(i: int) -> bytes:
+    return b'{"v":1,"dev":"cp-0001","seq":%d,"prev":"","token":"0123456789abcdef0123456789abcdef"}' % (i + 1)
+
+
 def _seed_journal(port: str, records: list[bytes], ack: int) -> None:
     """The firmware's own journal, written on the board as the charger would."""
+    payloads = [_payload(i) for i in range(len(records))]
     with Device(port) as dev:
         code = f"""
 from journal.journal import Journal
 root = _evc_root()
 j = Journal(root + "/journal", max_bytes=64 * 1024, segment_bytes=16 * 1024)
 j.recover()
-for i, signed in enumerate({records!r}):
-    j.commit_record(j.next_seq(), b"payload %d" % i, signed)
+for payload, signed in zip({payloads!r}, {records!r}):
+    j.commit_record(j.next_seq(), payload, signed)
 j.ack({ack})
 j.close()
 from app import log
@@ -72,7 +88,8 @@ log.error("meter", "no answer from unit 1")
 
 
 def test_status_and_export_journal(deployed, tmp_path):
-    records = [b"eyJhbGciOiJFUzI1NiJ9.eyJzZXEiOiAxfQ.sig%d" % i for i in range(1, 5)]
+    # three kept compact and rebuilt, one kept as it came (not the JWS of its payload)
+    records = [_jws(_payload(i), i) for i in range(3)] + [b"eyJhbGciOiJFUzI1NiJ9.eyJzZXEiOiAxfQ.sig4"]
     _seed_journal(deployed.port, records, ack=1)
     st = flash.status(deployed.port)
     assert st["board"] == "host" and st["device_id"] == "cp-0001" and st["fw"]

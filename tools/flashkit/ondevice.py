@@ -387,7 +387,7 @@ def _evc_journal_pending():
     seqs = []
     if _evc_exists(root + "/journal"):
         j = _evc_journal_open(root, cfg)
-        for seq, _signed in j.pending():  # one record in RAM at a time
+        for seq, _rec in j.pending(on_flash=True):  # CRCs checked on flash, nothing decoded
             seqs.append(seq)
     pub = None
     try:
