@@ -30,13 +30,12 @@ import hashlib
 import hmac
 import html
 import json
-import queue
 import secrets
-import threading
 import time
 import urllib.parse
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from sim.gateway_emu import GatewayEmulator
 
 API_KEY = "sk_test_emulator"
 WEBHOOK_SECRET = "whsec_emulator_0123456789abcdef"
@@ -85,59 +84,19 @@ def _int(params: dict, name: str, required: bool = True) -> int | None:
     return int(v)
 
 
-class StripeEmulator:
+class StripeEmulator(GatewayEmulator):
+    name = "stripe-emu"
+
     def __init__(self, webhook_url: str | None = None, api_key: str = API_KEY, webhook_secret: str = WEBHOOK_SECRET):
+        super().__init__(webhook_url)
         self.api_key = api_key
         self.webhook_secret = webhook_secret
-        self.webhook_url = webhook_url
         self.intents: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}
         self.events: list[dict] = []
         self.executed: list[tuple[str, str, int]] = []  # (operation, intent id, amount) that really ran
         self._saved: dict[tuple[str, str], tuple[str, int, bytes]] = {}
         self._drop: set[str] = set()
-        self._lock = threading.RLock()
-        self._outbox: queue.Queue = queue.Queue()
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> "StripeEmulator":
-        emu = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):
-                emu._serve(self, "GET")
-
-            def do_POST(self):
-                emu._serve(self, "POST")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="stripe-emu").start()
-        threading.Thread(target=self._deliver, daemon=True, name="stripe-emu-webhooks").start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        self._outbox.put(None)
-
-    def __enter__(self) -> "StripeEmulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def drop_after(self, suffix: str) -> None:
         """The next POST whose path ends with suffix runs, then its connection closes unanswered."""
@@ -150,8 +109,7 @@ class StripeEmulator:
     # -- HTTP --------------------------------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urllib.parse.urlsplit(h.path)
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length).decode() if length else ""
+        body = self._body(h).decode()
         if url.path.startswith("/emulator/pay/"):
             return self._hosted(h, method, url, body)
         key = fingerprint = None
@@ -192,16 +150,11 @@ class StripeEmulator:
                 return
         self._answer(h, status, payload)
 
-    @staticmethod
-    def _answer(h: BaseHTTPRequestHandler, status: int, payload: bytes, replayed: bool = False) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(payload)))
-        h.send_header("Request-Id", "req_" + secrets.token_hex(7))
+    def _answer(self, h: BaseHTTPRequestHandler, status: int, payload: bytes, replayed: bool = False) -> None:
+        headers = {"Request-Id": "req_" + secrets.token_hex(7)}
         if replayed:
-            h.send_header("Idempotent-Replayed", "true")
-        h.end_headers()
-        h.wfile.write(payload)
+            headers["Idempotent-Replayed"] = "true"
+        self._send(h, status, payload, "application/json", headers)
 
     def _route(self, method: str, path: str, params: dict) -> tuple[int, dict]:
         parts = path.strip("/").split("/")
@@ -342,23 +295,14 @@ class StripeEmulator:
             self._event("payment_intent.payment_failed", pi)
             return self._page(h, 402, "<h1>Your card was declined.</h1>")
 
-    @staticmethod
-    def _page(h: BaseHTTPRequestHandler, status: int, inner: str) -> None:
+    def _page(self, h: BaseHTTPRequestHandler, status: int, inner: str) -> None:
         doc = ("<!doctype html><html><head><meta name=viewport content='width=device-width,initial-scale=1'>"
                f"<title>Gateway emulator</title></head><body>{inner}</body></html>").encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "text/html; charset=utf-8")
-        h.send_header("Content-Length", str(len(doc)))
-        h.end_headers()
-        h.wfile.write(doc)
+        self._send(h, status, doc, "text/html; charset=utf-8")
 
-    @staticmethod
-    def _redirect(h: BaseHTTPRequestHandler, ret: str, pid: str) -> None:
+    def _redirect(self, h: BaseHTTPRequestHandler, ret: str, pid: str) -> None:
         sep = "&" if "?" in ret else "?"
-        h.send_response(303)
-        h.send_header("Location", f"{ret}{sep}payment_intent={pid}")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
+        self._send(h, 303, headers={"Location": f"{ret}{sep}payment_intent={pid}"})
 
     # -- webhooks --------------------------------------------------------------------------------
     def _event(self, kind: str, obj: dict) -> None:
@@ -372,22 +316,10 @@ class StripeEmulator:
         mac = hmac.new((secret or self.webhook_secret).encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
         return f"t={t},v1={mac}"
 
-    def _deliver(self) -> None:
-        while True:
-            evt = self._outbox.get()
-            if evt is None:
+    def _post_webhook(self, evt: dict) -> None:
+        payload = json.dumps(evt).encode()
+        for attempt in range(5):  # Stripe retries an endpoint that does not answer 2xx
+            if self._post(payload, {"Stripe-Signature": self.sign(payload)}):
+                evt["delivered"] = True
                 return
-            if not self.webhook_url:
-                continue
-            payload = json.dumps(evt).encode()
-            for attempt in range(5):
-                req = urllib.request.Request(self.webhook_url, data=payload, method="POST", headers={
-                    "Content-Type": "application/json", "Stripe-Signature": self.sign(payload)})
-                try:
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        if 200 <= r.status < 300:
-                            evt["delivered"] = True
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.2 * (attempt + 1))
+            time.sleep(0.2 * (attempt + 1))
