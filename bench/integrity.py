@@ -167,6 +167,20 @@ def _rate(broker_url: str, db: str, fleet, keys: str, mode: str) -> float:
         ingest.Workers = real
 
 
+def _sign_cost() -> float:
+    """Backend: microseconds to sign one ack (CPython, cryptography)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from backend import acks
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    n = 500
+    t = time.perf_counter()
+    for i in range(n):
+        acks.sign(key, "bench-0", i + 1, "ab" * 32)
+    return (time.perf_counter() - t) / n * 1e6
+
+
 def run() -> list[Row]:
     from backend.keys import Keys
     from bench.backend import DEVICES, PER_DEVICE, Fleet

@@ -21,7 +21,7 @@ _SIG_B64 = const(86)
 _PREFIX = const(6)
 _CHUNK = const(192)  # payload bytes per base64url check: a multiple of 3
 _OUT_PIECE = const(256)
-_PIECE = const(128)  # dense bytes read from flash per step (a code is at most 66)
+_PIECE = const(192)  # dense bytes read from flash per step (a code is at most 66)
 _DOT = const(46)
 
 
@@ -126,26 +126,32 @@ class Reader:
     def readinto(self, mv):
         k = 0
         want = len(mv)
-        while k < want:
-            if self._o >= len(self._out):
-                if self._sec > 2:
-                    break
-                self._out = self._step()
-                self._o = 0
-                continue
-            m = min(want - k, len(self._out) - self._o)
-            mv[k:k + m] = self._out[self._o:self._o + m]
-            k += m
-            self._o += m
+        f = None
+        try:
+            while k < want:
+                if self._o >= len(self._out):
+                    if self._sec > 2:
+                        break
+                    if f is None:  # one open per call: opening costs more than reading
+                        f = open(self.path, "rb")
+                    self._out = self._step(f)
+                    self._o = 0
+                    continue
+                m = min(want - k, len(self._out) - self._o)
+                mv[k:k + m] = self._out[self._o:self._o + m]
+                k += m
+                self._o += m
+        finally:
+            if f is not None:
+                f.close()
         return k
 
-    def _step(self):
+    def _step(self, f):
         end = self._ends[self._sec]
         want = min(_PIECE, end - self._pos)
         buf = memoryview(self._buf)[:want]
-        with open(self.path, "rb") as f:
-            f.seek(self._pos)
-            got = f.readinto(buf) if want else 0
+        f.seek(self._pos)
+        got = f.readinto(buf) if want else 0
         if got != want:
             raise OSError("record ends early on flash")
         raw = self._raw
