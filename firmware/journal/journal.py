@@ -286,12 +286,22 @@ class Journal:
             raise JournalFull("journal full: %d of %d bytes, %d records unacknowledged" % (used, cap, unacked))
         if self._broken:
             self.recover()
+        self._take_slot(session_id, start, body)
+
+    def _take_slot(self, session_id, start, body=None, last=None):
+        # The first free slot K gets the session's start (oK; body: its dense form, when made
+        # already) and, when given, its last checkpoint (cK).
+        if body is None:
+            body = _session_dense(start)
         used = self._slots.values()
         slot = 0
         while slot in used:
             slot += 1
+        sid = session_id.encode()
         self._put_slot(slot_name("o", slot), frame.OPEN, sid, body)
-        self._open[session_id] = [start, None]
+        if last is not None:
+            self._put_slot(slot_name("c", slot), frame.CHECK, sid, _session_dense(last))
+        self._open[session_id] = [start, last]
         self._slots[session_id] = slot
 
     def checkpoint(self, session_id, data):

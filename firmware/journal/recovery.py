@@ -72,12 +72,13 @@ def recover(j):
         name = entry[0]
         parsed = parse_seg(name)
         size = entry[3] if len(entry) > 3 else None
+        slot = parse_slot(name) if parsed is None else None
         if parsed is not None:
             segs.append([parsed[0], parsed[1], os.stat(j._path(name))[6] if size is None else size])
         elif name == ACK_TMP:
             os.remove(j._path(name))
-        elif parse_slot(name) is not None:
-            slots[parse_slot(name)] = os.stat(j._path(name))[6] if size is None else size
+        elif slot is not None:
+            slots[slot] = os.stat(j._path(name))[6] if size is None else size
     segs.sort()
     j._segs = segs
     j._quarantined = set()
@@ -119,17 +120,9 @@ def recover(j):
     _read_slots(j, slots)
     j._trim()
     j._broken = False
-    for sid, pair in legacy.items():
+    for sid, (start, last) in legacy.items():
         if sid not in j._open:  # into a slot, as every open session now is
-            slot = 0
-            while slot in j._slots.values():
-                slot += 1
-            sidb = sid.encode()
-            j._put_slot(slot_name("o", slot), frame.OPEN, sidb, dense.pack(json.dumps(pair[0], separators=(",", ":")).encode()))
-            if pair[1] is not None:
-                j._put_slot(slot_name("c", slot), frame.CHECK, sidb, dense.pack(json.dumps(pair[1], separators=(",", ":")).encode()))
-            j._open[sid] = pair
-            j._slots[sid] = slot
+            j._take_slot(sid, start, None, last)
     report.next_seq = j._next
     report.prev_hash = j.prev_hash()
     report.acked_seq = j._acked
@@ -227,7 +220,7 @@ def _read_slot(j, kind, slot, size):
         try:
             f.seek(0)
             raw = f.read(4096)
-            with open(j._path("%s/%08d-%d" % (QDIR, 0, (ord(kind) << 16) + slot)), "wb") as q:
+            with open(j._path("%s/slot-%s" % (QDIR, slot_name(kind, slot))), "wb") as q:
                 q.write(raw)
         except OSError:
             pass

@@ -30,6 +30,13 @@ def remount(d):
 D = "/jflash/journal"
 CFG = {"max_bytes": 64 * 1024, "segment_bytes": 8 * 1024}
 
+def started(blocks=64, **cfg):
+    # a fresh flash and a recovered journal on it (CFG unless given)
+    d = fresh(blocks)
+    j = Journal(D, **(cfg or CFG))
+    j.recover()
+    return d, j
+
 def commit(j, sid=None):
     seq = j.next_seq()
     j.commit_record(seq, payload_for(seq), signed_for(seq), sid)

@@ -132,9 +132,7 @@ emit(out)
 def test_records_are_kept_compact_and_come_back_byte_exact(jrun):
     r = jrun("""
         from journal import frame
-        d = fresh(128)
-        j = Journal(D, max_bytes=256 * 1024, segment_bytes=32 * 1024)
-        j.recover()
+        d, j = started(128, max_bytes=256 * 1024, segment_bytes=32 * 1024)
         sent = 0
         for n in range(24):
             sent += len(signed_for(commit(j)))
@@ -174,9 +172,7 @@ def test_records_are_kept_compact_and_come_back_byte_exact(jrun):
 def test_open_sessions_live_in_slot_files_not_in_the_segments(jrun):
     r = jrun("""
         from journal import frame
-        d = fresh()
-        j = Journal(D, **CFG)
-        j.recover()
+        d, j = started()
         j.open_session("A", {"wh": 1000, "token": "0123456789abcdef0123456789abcdef", "tariff": "std"})
         j.open_session("B", {"wh": 5000})
         for n in range(3):
@@ -212,9 +208,7 @@ def test_open_sessions_live_in_slot_files_not_in_the_segments(jrun):
 
 def test_a_cut_between_the_record_and_freeing_its_slot_closes_the_session(jrun):
     r = jrun("""
-        d = fresh()
-        j = Journal(D, **CFG)
-        j.recover()
+        d, j = started()
         j.open_session("A", {"wh": 1})
         j.checkpoint("A", {"wh": 2})
         for n in range(12):  # the record lands in a later segment than the session's start
@@ -242,9 +236,7 @@ def test_a_cut_between_the_record_and_freeing_its_slot_closes_the_session(jrun):
 
 def test_a_damaged_slot_file_is_reported_and_quarantined(jrun):
     r = jrun("""
-        d = fresh()
-        j = Journal(D, **CFG)
-        j.recover()
+        d, j = started()
         j.open_session("A", {"wh": 1})
         j.open_session("B", {"wh": 2})
         j.checkpoint("B", {"wh": 3})
@@ -269,9 +261,7 @@ def test_a_damaged_slot_file_is_reported_and_quarantined(jrun):
 def test_sessions_of_an_older_journal_move_into_slots(jrun):
     r = jrun("""
         from journal import frame
-        d = fresh()
-        j = Journal(D, **CFG)
-        j.recover()
+        d, j = started()
         # as older firmware journaled sessions: entries in the segment, bodies plain JSON
         j._write(frame.OPEN, j.next_seq(), b"L", b'{"wh": 5, "token": "t"}')
         j._write(frame.CHECK, j.next_seq(), b"L", b'{"wh": 9}')
@@ -304,9 +294,7 @@ def test_a_session_costs_under_two_block_erases(jrun):
     # Counted on the block device under LittleFS (not timed): open, 3 checkpoints, the signed
     # record, its ack, over 60 sessions. Before the compact forms: 5.8 erases per session.
     r = jrun("""
-        d = fresh(256)
-        j = Journal(D, max_bytes=512 * 1024, segment_bytes=32 * 1024)
-        j.recover()
+        d, j = started(256, max_bytes=512 * 1024, segment_bytes=32 * 1024)
         e0 = d.erases
         for n in range(60):
             sid = "S%d" % n
