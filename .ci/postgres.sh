@@ -33,5 +33,8 @@ DO $$ BEGIN
     CREATE ROLE evc LOGIN CREATEDB PASSWORD 'evc';
   END IF;
 END $$;
+-- DROP DATABASE ... WITH (FORCE) also ends an autovacuum worker in the test database, which no
+-- ordinary role may signal (InsufficientPrivilege, seen in CI)
+GRANT pg_signal_backend TO evc;
 SQL
 echo "postgres.sh: PostgreSQL $ver/$name up; tests use postgresql://evc:evc@127.0.0.1:5432/postgres"

@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 from bench.common import Row
+from sim.backend import drop_database
 
 TITLE = "Backend ingest (verify, store, ack)"
 DEVICES = 8
@@ -420,7 +421,7 @@ def run() -> list[Row]:
             admin, base = pg
 
             def pg_db(name: str) -> str:
-                _drop(admin, name)
+                drop_database(admin, name)
                 admin.execute(f'CREATE DATABASE "{name}"')
                 return f"{base}/{name}"
 
@@ -432,7 +433,7 @@ def run() -> list[Row]:
                 return measure(broker.url, db, kw.pop("fleet", fleet), kw.pop("n"), keys, broker_pid=broker.proc.pid, **kw)
             finally:
                 if label == "PostgreSQL":
-                    _drop(admin, db.rsplit("/", 1)[1])
+                    drop_database(admin, db.rsplit("/", 1)[1])
 
         stamp = int(time.time())
         for label, make in targets:
@@ -472,21 +473,6 @@ def run() -> list[Row]:
         if pg is not None:
             admin.close()
     return rows
-
-
-def _drop(admin, name: str) -> None:
-    """DROP DATABASE once the workers are gone. Plain first: WITH (FORCE) must be allowed to end
-    every session in it, and an autovacuum worker (the superuser's, after the bench's inserts) is
-    not ours to end; a plain DROP waits that one out itself."""
-    import psycopg
-
-    for attempt in range(20):
-        try:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"' + (" WITH (FORCE)" if attempt % 2 else ""))
-            return
-        except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
-            time.sleep(0.25)
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # once more, raising why not
 
 
 def _postgres():

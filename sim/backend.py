@@ -16,6 +16,27 @@ REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("EVC_TEST_PG_URL", "postgresql://evc:evc@127.0.0.1:5432/postgres")
 
 
+def drop_database(admin, name: str) -> None:
+    """DROP a test database once its users are gone. WITH (FORCE) ends the backend's leftover
+    connections, but an autovacuum worker there (the superuser's) is only ours to end with
+    pg_signal_backend (.ci/postgres.sh grants it); a plain DROP waits that one out itself."""
+    import time
+
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    force = True
+    while True:
+        try:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"' + (" WITH (FORCE)" if force else ""))
+            return
+        except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
+            if time.monotonic() > deadline:
+                raise
+            force = not force
+            time.sleep(0.2)
+
+
 class BackendProcess:
     """`python -m backend serve` as a separate process (killable like a crashed server)."""
 

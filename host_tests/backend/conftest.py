@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.backend import PG_URL, BackendProcess
+from sim.backend import PG_URL, BackendProcess, drop_database
 from sim.records import Made, make_device
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def db_target(request, tmp_path) -> str:
         from sqlalchemy.orm import close_all_sessions
 
         close_all_sessions()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin, name)
         admin.close()
 
 

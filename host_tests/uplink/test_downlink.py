@@ -75,8 +75,9 @@ def test_downlink_documents(broker, tmp_path):
             assert peer.status[DEV]["versions"] == {"tariff": 10, "authlist": 23}
         finally:
             run.stop()
+        # the last will, while the peer is still subscribed (after the with block it has left the broker)
+        assert peer.wait(lambda: peer.status[DEV] == {"online": False}, 10), peer.status_log[-3:]
     assert _reasons(peer) == want
-    assert peer.wait(lambda: peer.status[DEV] == {"online": False}, 10)  # the last will
     saved = json.loads((tmp_path / "uplink.json").read_text())
     assert saved["tariff"] == 10 and saved["authlist"] == 23 and saved["cmds"] == ["c2"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from host_tests.backend.conftest import _pg_admin
 from host_tests.billing.conftest import T0 as NOV, Charger, fields, ingest, token
-from sim.backend import PG_URL
+from sim.backend import PG_URL, drop_database
 
 DAY = 86400
 MAR = int(dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc).timestamp())  # a Monday
@@ -161,7 +161,7 @@ def world(request, tmp_path_factory):
             from sqlalchemy.orm import close_all_sessions
 
             close_all_sessions()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(admin, name)
             admin.close()
 
 
