@@ -131,6 +131,40 @@ from crypto import keys
 emit(keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")!r}).public_pem())
 """).value
 
+    def fill_journal(self, room_for: int, token_hex: str) -> int:
+        """Before boot: the journal of a charger that has worked a while, its backend out of reach.
+        Finished sessions' records, sealed by the device's own key and record builder
+        (sim.records.session_fields), journaled until about `room_for` more fit before the
+        journal refuses a session; returns how many were written (seq 1..n)."""
+        from sim.records import session_fields
+
+        assert self.dev is None, "fill the journal before boot"
+        max_bytes = self.config.get("journal", {}).get("max_bytes", 512 * 1024)
+        template = json.dumps(session_fields(DEV, 0, token_hex))
+        return run_on_flash(self.root, f"""
+import json
+from billing import record
+from crypto import keys
+from journal.journal import Journal
+key = keys.load_or_create(ROOT + "/" + {self.config.get("key_path", "device.key")!r})
+_mkdirs(ROOT + "/journal/")
+j = Journal(ROOT + "/journal", max_bytes={max_bytes}, segment_bytes=min(32 * 1024, {max_bytes} // 4))
+j.recover()
+grew = 0
+while True:
+    used = j.bytes_used()
+    if not j.can_start_session() or used + (1 + {room_for}) * grew + 4096 > {max_bytes}:
+        break
+    seq = j.next_seq()
+    f = json.loads({template!r})
+    f["seq"], f["prev"] = seq, j.prev_hash()
+    f["start"]["t"] += seq * 3600
+    f["stop"]["t"] += seq * 3600
+    record.seal(key, f, lambda payload, signed: j.commit_record(seq, payload, signed))
+    grew = max(grew, j.bytes_used() - used)
+emit(j.next_seq() - 1)
+""", heap="8m").value
+
     def boot(self) -> "Charger":
         env = {"EVC_STATUS_MS": str(STATUS_MS * self.speed), "EVC_TIME_QUALITY": self.time_quality}
         if self.speed > 1:

@@ -37,6 +37,7 @@ import re
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sim.world import Card, World, b64url_json, card_token, tou_tariff
@@ -368,8 +369,16 @@ def _synced(world: World, timeout: float = 90) -> dict[str, int]:
     return last
 
 
-def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
-    """Verify everything the backend stored against what crossed the wire; the report lines."""
+def settled(world: World) -> dict[str, int]:
+    """Each charger's last seq once none has records pending (_synced), and the backend's commit."""
+    last_seq = _synced(world)
+    time.sleep(1.0)  # the backend commits before it acks; the ack cleared `pending`
+    return last_seq
+
+
+def report(world: World, quiet: bool, last_seq: dict[str, int] | None = None) -> tuple[bool, list[str]]:
+    """Verify everything the backend stored against what crossed the wire; the report lines.
+    last_seq: each charger's last seq when its device is gone (Played.last_seq), else waited for."""
     from cryptography.hazmat.primitives import serialization
 
     from backend.db import open_db
@@ -380,8 +389,8 @@ def report(world: World, quiet: bool) -> tuple[bool, list[str]]:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration check is not news here
     problems: list[str] = []
-    last_seq = _synced(world)
-    time.sleep(1.0)  # the backend commits before it acks; the ack cleared `pending`
+    if last_seq is None:
+        last_seq = settled(world)
     sessions = open_db(world.backend.db)
     lines = [f"{'dev':<10} {'seq':>3} {'auth':<8} {'stop':<11} {'kWh':>7} {'EUR incl':>8} "
              f"{'tariff':<12} {'signature':<9} flags"]
@@ -466,19 +475,36 @@ def payments_report(world: World, stored: dict, problems: list[str]) -> list[str
     return lines
 
 
+@dataclass
+class Played:
+    """One scenario played (play_world): the exit code, the printed report's lines and the stopped
+    world (its database, wire log and payments stay readable)."""
+    code: int
+    lines: list[str]
+    world: World
+    last_seq: dict[str, int]
+
+
 def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None = None, heap: str | None = None,
          frames: bool = True) -> int:
     """frames: the display frames to PNG at the end (tools/sim.py: with --out only)."""
     if scenario not in SCENARIOS:
         print(f"sim: unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
         return 2
+    return play_world(work, scenario, quiet, micropython, heap, frames).code
+
+
+def play_world(work: Path, scenario: str, quiet: bool = False, micropython: str | None = None,
+               heap: str | None = None, frames: bool = True) -> Played:
     world = World(work, echo=not quiet, micropython=micropython, heap=heap)
+    last_seq: dict[str, int] = {}
     t0 = time.monotonic()
     failure = None
     try:
         with Live(world, quiet):
             SCENARIOS[scenario](world)
-        ok, lines = report(world, quiet)
+        last_seq = settled(world)
+        ok, lines = report(world, quiet, last_seq)
     except Exception as exc:  # noqa: BLE001 - the report says what broke
         failure = exc
         ok, lines = False, [f"PROBLEM: scenario stopped: {exc!r}"]
@@ -499,7 +525,7 @@ def play(work: Path, scenario: str, quiet: bool = False, micropython: str | None
     print("sim: OK" if ok else "sim: FAILED")
     if failure is not None and not quiet:
         raise failure
-    return 0 if ok else 1
+    return Played(0 if ok else 1, lines, world, last_seq)
 
 
 def _write_out(world: World, work: Path, frames: bool = True) -> None:

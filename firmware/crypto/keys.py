@@ -127,8 +127,8 @@ def create(path, entropy_ms=None):
     return key
 
 
-def load_or_create(path):
-    """The device key: loaded when present, created on first boot."""
+def load_or_create(path, entropy_ms=None):
+    """The device key: loaded when present, created on first boot (create's entropy_ms)."""
     if _exists(path):
         return load(path)
-    return create(path)
+    return create(path, entropy_ms)

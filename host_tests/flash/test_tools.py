@@ -168,7 +168,13 @@ def test_not_a_micropython_board(tmp_path, monkeypatch):
 
     from tools.flashkit import device
 
+    import functools
+
+    from mpremote.transport_serial import SerialTransport
+
     monkeypatch.setattr(device, "_REPL_TRIES", 1)  # each try waits out mpremote's ~10 s: once is the same verdict
+    monkeypatch.setattr(SerialTransport, "enter_raw_repl",  # and 2 s of silence is the same verdict as 10
+                        functools.partialmethod(SerialTransport.enter_raw_repl, timeout_overall=2))
     master, slave = os.openpty()  # a serial port where nothing answers
     tty.setraw(slave)
     try:

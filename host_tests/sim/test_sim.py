@@ -10,38 +10,49 @@ from sqlalchemy import delete, update
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path):
+def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path, capsys):
+    """The short day as `make sim` plays it (tools/sim.py --out: play_world is all its command does
+    past the arguments), then the report's teeth on the stopped world's database."""
     from backend.db import open_db
     from backend.models import Session
     from sim import day as simday
-    from sim.world import World
 
-    world = World(tmp_path, echo=False)
-    try:
-        simday._play_short(world)
-        ok, lines = simday.report(world, quiet=True)
-        assert ok, "\n".join(lines)
-        assert sum(" verified " in line for line in lines) == 4  # card stop, power loss, remote stop, ad hoc
-        assert any("power-loss" in line for line in lines) and any(" remote " in line for line in lines)
-        check_adhoc(world, lines)
+    out = tmp_path / "out"
+    out.mkdir()
+    played = simday.play_world(out, "short", quiet=True)
+    printed = capsys.readouterr().out
+    assert played.code == 0 and "sim: OK" in printed, printed[-3000:]
+    lines, world = played.lines, played.world
+    assert sum(" verified " in line for line in lines) == 4  # card stop, power loss, remote stop, ad hoc
+    assert any("power-loss" in line for line in lines) and any(" remote " in line for line in lines)
+    check_adhoc(world, lines)
+    check_invoices(open_db(world.backend.db), out / "invoices", lines)
+    check_out_dir(out, printed)
 
-        billed, bill_lines = simday.bill(world, tmp_path)  # before the tampering below
-        assert billed, "\n".join(bill_lines)
-        check_invoices(open_db(world.backend.db), tmp_path / "invoices", bill_lines)
+    sessions = open_db(world.backend.db)
+    ok, lines = simday.report(world, quiet=True, last_seq=played.last_seq)
+    assert ok, "\n".join(lines)  # the stopped world's report is the same verdict
+    with sessions.begin() as db:  # a record whose signature no longer matches its bytes
+        raw = db.get(Session, ("charger-1", 2)).raw
+        db.execute(update(Session).where(Session.seq == 2).values(raw=raw[:-8] + ("A" if raw[-8] != "A" else "B") + raw[-7:]))
+    ok, lines = simday.report(world, quiet=True, last_seq=played.last_seq)
+    assert not ok and any("signature/chain check failed" in line for line in lines), "\n".join(lines)
 
-        sessions = open_db(world.backend.db)
-        with sessions.begin() as db:  # a record whose signature no longer matches its bytes
-            raw = db.get(Session, ("charger-1", 2)).raw
-            db.execute(update(Session).where(Session.seq == 2).values(raw=raw[:-8] + ("A" if raw[-8] != "A" else "B") + raw[-7:]))
-        ok, lines = simday.report(world, quiet=True)
-        assert not ok and any("signature/chain check failed" in line for line in lines), "\n".join(lines)
+    with sessions.begin() as db:  # a record lost by the backend
+        db.execute(delete(Session).where(Session.seq == 1))
+    ok, lines = simday.report(world, quiet=True, last_seq=played.last_seq)
+    assert not ok and any("backend holds seqs [2, 3, 4], device made 1..4" in line for line in lines), "\n".join(lines)
 
-        with sessions.begin() as db:  # a record lost by the backend
-            db.execute(delete(Session).where(Session.seq == 1))
-        ok, lines = simday.report(world, quiet=True)
-        assert not ok and any("backend holds seqs [2, 3, 4], device made 1..4" in line for line in lines), "\n".join(lines)
-    finally:
-        world.stop()
+
+def check_out_dir(out: Path, printed: str) -> None:
+    """What --out leaves for a technician: the wire's records, each device's key, the backend's
+    database, the billing run's PDFs, and the report."""
+    assert (out / "records.jsonl").read_text().count('"topic"') >= 3
+    assert (out / "charger-1.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert (out / "backend.db").stat().st_size > 0
+    assert sorted(p.name[:3] for p in (out / "invoices").glob("*.pdf")) == ["CN-", "INV", "RC-"]
+    assert "billing run 20" in printed and "credit_note" in printed
+    assert "ad-hoc payments (Stripe gateway EMULATOR):" in printed and " captured, hold 0.50" in printed
 
 
 def check_adhoc(world, report: list[str]) -> None:
@@ -106,29 +117,13 @@ def check_invoices(sessions, folder: Path, report: list[str]) -> None:
     assert (folder / "sessions-safe.xml").read_bytes().count(b"<value ") == 4
 
 
-def test_sim_cli_writes_out_dir_and_exits_zero(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "sim.py"), "--scenario", "short", "--quiet",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "sim: OK" in proc.stdout
-    assert (out / "records.jsonl").read_text().count('"topic"') >= 3
-    assert (out / "charger-1.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
-    assert (out / "backend.db").stat().st_size > 0
-    assert sorted(p.name[:3] for p in (out / "invoices").glob("*.pdf")) == ["CN-", "INV", "RC-"]
-    assert "billing run 20" in proc.stdout and "credit_note" in proc.stdout
-    assert "ad-hoc payments (Stripe gateway EMULATOR):" in proc.stdout and " captured, hold 0.50" in proc.stdout
-    # every frame the charger's display drew, as PNG named by charger and time; the last idle
-    # screen's QR code is the payment link with the charger's next code
-    import re
-
-    import zxingcpp
-    from PIL import Image
-
-    pngs = sorted((out / "display").glob("*.png"))
-    assert len(pngs) >= 10 and all(re.fullmatch(r"charger-1-\d{13}-\d{5}\.png", p.name) for p in pngs), pngs[:5]
-    links = [b.text for png in pngs for b in zxingcpp.read_barcodes(Image.open(png), formats=zxingcpp.BarcodeFormat.QRCode)]
-    assert "https://receipts.example/r/charger-1/4" in links, links  # the ad-hoc session's receipt code
-    pay = {t for t in links if "/pay/" in t}
-    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/pay/charger-1/[A-Z2-7]{8}", t) for t in pay), pay
-    assert len(pay) >= 2, links  # the idle screen's code is new after a session (at least: the one paid, the next)
+def test_sim_cli_runs_from_a_shell_and_refuses_an_unknown_scenario(tmp_path):
+    """The command line itself (the day behind it is played above, in-process, to save a second
+    minute-long day): it starts from any directory and says what it can do."""
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "sim.py"), "--scenario", "night", "--quiet",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "unknown scenario 'night'; choose from day, short" in proc.stdout
+    helped = subprocess.run([sys.executable, str(REPO / "tools" / "sim.py"), "--help"], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert helped.returncode == 0 and "--scenario" in helped.stdout and "device" in helped.stdout
