@@ -9,6 +9,7 @@
 #   2  u16  payload length
 #   4  u16  length of the dense header
 #   6  dense header, dense payload, then the 64-byte signature (r || s)
+import binascii
 import struct
 
 from micropython import const
@@ -22,6 +23,7 @@ _PREFIX = const(6)
 _CHUNK = const(192)  # payload bytes per base64url check: a multiple of 3
 _OUT_PIECE = const(256)
 _PIECE = const(192)  # dense bytes read from flash per step (a code is at most 66)
+_TEXT = const(384)  # decoded text per step: a multiple of 3, room for the longest code's text
 _DOT = const(46)
 
 
@@ -99,7 +101,8 @@ def jws(body):
 class Reader:
     """The JWS of a CREC entry on flash, rebuilt in pieces: len() is the JWS's length, readinto()
     fills a buffer with its next bytes. The file is open only within each call (the journal
-    appends to it in between)."""
+    appends to it in between). Its three buffers are its own, made once: a record read costs
+    the heap one open file per call and one base64 block per step, not a copy per piece."""
 
     def __init__(self, path, off, blen):
         with open(path, "rb") as f:
@@ -114,11 +117,12 @@ class Reader:
         self._n = b64_len(hl) + b64_len(pl) + _SIG_B64 + 2
         self._pos = off + _PREFIX
         self._sec = 0  # 0 header, 1 payload, 2 signature, 3 done
-        self._raw = bytearray()  # decoded bytes not yet encoded (fewer than 3, or a section's tail)
         self._got = 0  # decoded bytes of the current section
-        self._out = b""
-        self._o = 0
-        self._buf = bytearray(_PIECE)
+        self._buf = bytearray(_PIECE)  # dense bytes from flash
+        self._txt = bytearray(_TEXT)  # decoded text not yet encoded: _t bytes
+        self._t = 0
+        self._out = bytearray(b64_len(_TEXT) + 1)  # characters to hand out: _out[_o:_ol]
+        self._o = self._ol = 0
 
     def __len__(self):
         return self._n
@@ -129,16 +133,15 @@ class Reader:
         f = None
         try:
             while k < want:
-                if self._o >= len(self._out):
+                if self._o >= self._ol:
                     if self._sec > 2:
                         break
                     if f is None:  # one open per call: opening costs more than reading
                         f = open(self.path, "rb")
-                    self._out = self._step(f)
-                    self._o = 0
+                    self._step(f)
                     continue
-                m = min(want - k, len(self._out) - self._o)
-                mv[k:k + m] = self._out[self._o:self._o + m]
+                m = min(want - k, self._ol - self._o)
+                mv[k:k + m] = memoryview(self._out)[self._o:self._o + m]
                 k += m
                 self._o += m
         finally:
@@ -147,6 +150,8 @@ class Reader:
         return k
 
     def _step(self, f):
+        # flash -> text -> base64url characters in _out; the text's last bytes short of a
+        # 3-byte group wait in _txt for the next step
         end = self._ends[self._sec]
         want = min(_PIECE, end - self._pos)
         buf = memoryview(self._buf)[:want]
@@ -154,23 +159,44 @@ class Reader:
         got = f.readinto(buf) if want else 0
         if got != want:
             raise OSError("record ends early on flash")
-        raw = self._raw
-        before = len(raw)
+        t0 = self._t
         if self._sec == 2:
-            raw.extend(buf)
-            used = got
+            self._txt[t0:t0 + got] = buf
+            used, t = got, t0 + got
         else:
-            used = dense.decode_into(buf, got, raw, self._pos + got >= end)
+            used, t = dense.decode_to(buf, got, self._txt, t0, self._pos + got >= end)
+            if not used and got:  # cannot happen with intact text (a piece holds any code): never spin
+                raise dense.DenseError("compact record does not decode")
         self._pos += used
-        self._got += len(raw) - before
-        if self._pos < end:
-            k = len(raw) // 3 * 3
-            self._raw = raw[k:]
-            return b64url.encode(raw[:k])
-        if self._got != self._want[self._sec]:
+        self._got += t - t0
+        done = self._pos >= end
+        k = t if done else t // 3 * 3
+        if done and self._got != self._want[self._sec]:
             raise dense.DenseError("compact record does not match its lengths")
-        out = b64url.encode(raw)
-        self._raw = bytearray()
-        self._got = 0
-        self._sec += 1
-        return out + b"." if self._sec < 3 else out
+        self._ol = _encode_into(self._txt, k, self._out)
+        self._o = 0
+        txt = self._txt
+        for i in range(k, t):  # at most 2 bytes
+            txt[i - k] = txt[i]
+        self._t = t - k
+        if done:
+            self._got = 0
+            self._sec += 1
+            if self._sec < 3:
+                self._out[self._ol] = _DOT
+                self._ol += 1
+
+
+def _encode_into(src, n, out):
+    # base64url of src[:n] into out from 0 (no padding); its length. One block: b2a_base64's.
+    if not n:
+        return 0
+    e = binascii.b2a_base64(memoryview(src)[:n])
+    k = b64_len(n)
+    out[:k] = memoryview(e)[:k]
+    for std, url in ((b"+", 45), (b"/", 95)):  # find() runs in C: no loop over every character
+        i = e.find(std)
+        while 0 <= i < k:
+            out[i] = url
+            i = e.find(std, i + 1)
+    return k

@@ -25,6 +25,7 @@ _UP = const(0x1D)
 _SHORT = const(26)
 _MAX_RUN = const(64)  # packed bytes per hex code: a token stays well under a read chunk
 _MIN_DIGITS = const(6)  # shorter runs cost more packed than plain
+_ROOM = const(130)  # the longest text of one code: a hex run (128), longer than any phrase
 
 PHRASES = (
     # the 26 one-byte codes: the most frequent in a session record
@@ -148,29 +149,32 @@ def pack(data):
     return b"".join(bytes(p) for p in encode(data))
 
 
-def decode_into(src, n, out, final=False):
-    """Append the text of the complete codes in src[:n] to the bytearray out; returns how many
-    bytes of src were used (a code cut by the end of src waits for more, unless final)."""
+def decode_to(src, n, dst, p, final=False):
+    """Write the text of the codes in src[:n] into the bytearray dst from index p on, as far as
+    it fits: no allocation but the hex digits'. Returns (bytes of src used, new p). A code cut
+    by the end of src waits for more, unless final; a code whose text does not fit waits for
+    room (dst with 130 bytes free always takes the next one)."""
     i = 0
+    cap = len(dst)
     while i < n:
         c = src[i]
         if c >= 0x20:
             j = i + 1
             while j < n and src[j] >= 0x20:
                 j += 1
-            out.extend(src[i:j])
+            if j - i > cap - p:
+                j = i + cap - p
+                if j == i:
+                    break
+            dst[p:p + j - i] = src[i:j]
+            p += j - i
             i = j
             continue
-        if c == _ESC or c == _EXT:
-            if i + 1 >= n:
+        if c == _ESC:
+            if i + 1 >= n or p >= cap:
                 break
-            if c == _ESC:
-                out.append(src[i + 1])
-            else:
-                k = _SHORT + src[i + 1]
-                if k >= len(PHRASES):
-                    raise DenseError("unknown phrase %d" % k)
-                out.extend(PHRASES[k])
+            dst[p] = src[i + 1]
+            p += 1
             i += 2
         elif c == _LOW or c == _UP:
             if i + 1 >= n:
@@ -178,23 +182,45 @@ def decode_into(src, n, out, final=False):
             m = src[i + 1]
             if not 0 < m <= _MAX_RUN:
                 raise DenseError("bad hex run")
-            if i + 2 + m > n:
+            if i + 2 + m > n or p + 2 * m > cap:
                 break
             h = binascii.hexlify(src[i + 2:i + 2 + m])
-            out.extend(h if c == _LOW else h.upper())
+            dst[p:p + 2 * m] = h if c == _LOW else h.upper()
+            p += 2 * m
             i += 2 + m
-        elif c <= _SHORT:
-            out.extend(PHRASES[c - 1])
-            i += 1
         else:
-            raise DenseError("bad code %d" % c)
-    if final and i < n:
+            if c == _EXT:
+                if i + 1 >= n:
+                    break
+                k = _SHORT + src[i + 1]
+                if k >= len(PHRASES):
+                    raise DenseError("unknown phrase %d" % k)
+                used = 2
+            elif 0 < c <= _SHORT:
+                k = c - 1
+                used = 1
+            else:
+                raise DenseError("bad code %d" % c)
+            t = PHRASES[k]
+            if p + len(t) > cap:
+                break
+            dst[p:p + len(t)] = t
+            p += len(t)
+            i += used
+    if final and i < n and cap - p >= _ROOM:
         raise DenseError("dense text ends inside a code")
-    return i
+    return i, p
 
 
 def decode(data):
     """The text of a whole dense form (bytes)."""
+    src = memoryview(data)
+    n = len(src)
+    dst = bytearray(2 * _ROOM)
     out = bytearray()
-    decode_into(memoryview(data), len(data), out, True)
+    i = 0
+    while i < n:
+        used, p = decode_to(src[i:], n - i, dst, 0, True)
+        out.extend(dst[:p])
+        i += used
     return bytes(out)
