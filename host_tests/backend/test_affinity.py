@@ -14,7 +14,7 @@ from backend.db import open_db
 from backend.ingest import Ingestor
 from backend.models import Device, Pending
 from backend.worker import ADOPT_S, PARTITION_ENV, Partition, Worker
-from bench.backend import seal
+from sim.records import seal
 from host_tests.backend.conftest import wait_until
 from host_tests.backend.test_mqtt import stored
 from sim.backend import register_key
