@@ -20,6 +20,7 @@ from bench.common import Row, mpy
 
 TITLE = "journal: crash-safe session journal on LittleFS"
 BEFORE_REV = "0dcc2a4"  # the last journal that kept records as sent and sessions in the segments
+READ_BEFORE_REV = "0f74c28"  # the last compact-record reader that built its pieces as new objects
 
 _MP = Path(__file__).resolve().parent / "mp"
 _REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +34,12 @@ emit({
     "r100": jbench.recovery(100, 100, 1024, 512 * 1024),
     "r10k_acked": jbench.recovery(10000, 100, 1024, 512 * 1024),
     "r10k_pending": jbench.recovery(10000, 10000, 16384, 14 * 1024 * 1024),
+    "read": jbench.read_cost(),
 })
+"""
+_READ_BEFORE = """
+import jbench
+emit(jbench.read_cost())
 """
 _BEFORE = """
 import jbench
@@ -45,22 +51,27 @@ def _ratio(a: int, b: int) -> float:
     return b / a if a else 0.0
 
 
-def _before(tmp: Path) -> dict | None:
+def _before(tmp: Path, rev: str = BEFORE_REV, code: str = _BEFORE,
+            names: tuple[str, ...] = ("__init__.py", "frame.py", "journal.py", "recovery.py")) -> dict | None:
+    """code run with firmware/journal as it was at rev (its files taken from git into tmp)."""
     pkg = tmp / "journal"
     pkg.mkdir()
-    for name in ("__init__.py", "frame.py", "journal.py", "recovery.py"):
-        got = subprocess.run(["git", "show", f"{BEFORE_REV}:firmware/journal/{name}"], cwd=_REPO,
+    for name in names:
+        got = subprocess.run(["git", "show", f"{rev}:firmware/journal/{name}"], cwd=_REPO,
                              capture_output=True)
         if got.returncode != 0:
             return None
         (pkg / name).write_bytes(got.stdout)
-    return mpy.run(_BEFORE, heap="160M", timeout=600, extra_path=[tmp, _MP]).value
+    return mpy.run(code, heap="160M", timeout=600, extra_path=[tmp, _MP]).value
 
 
 def run() -> list[Row]:
     r = mpy.run(_CODE, heap="160M", timeout=900, extra_path=[_MP]).value
     with tempfile.TemporaryDirectory(prefix="evc-bench-journal-") as tmp:
         old = _before(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="evc-bench-journal-") as tmp:
+        old_read = _before(Path(tmp), READ_BEFORE_REV, _READ_BEFORE,
+                           ("__init__.py", "crec.py", "dense.py", "frame.py", "journal.py", "recovery.py"))
     a, size, cap = r["appends"], r["size"], r["capacity"]
     r100, r10a, r10p = r["r100"], r["r10k_acked"], r["r10k_pending"]
     oa, oc = (old["appends"], old["capacity"]) if old else (None, None)
@@ -105,4 +116,27 @@ def run() -> list[Row]:
             f"journal max_bytes 1 MB, 2 checkpoints each (goal >= 1,000): {cap['used']:,} B of segments for "
             f"{cap['signed_bytes']:,} B of JWS records; LittleFS has {cap['flash']:,} B of flash in use; "
             + was("{:,} sessions, {:,} B of flash", "c:sessions", "c:flash")),
+        *_read_rows(r["read"], old_read),
+    ]
+
+
+def _read_rows(now: dict, old: dict | None) -> list[Row]:
+    """What the uplink pays to send a compact record: its JWS rebuilt by crec.Reader in 512-byte
+    readinto pieces (median of 40 records), now and at READ_BEFORE_REV in the same run."""
+    b = "journal"
+
+    def was(where: str) -> str:
+        if old is None:
+            return "before: no git history to measure it"
+        o = old[where]
+        return f"before ({READ_BEFORE_REV}, same run): {o['garbage']:,} B, {o['us']} us"
+
+    n = now["chars"]
+    return [
+        Row(b, "read: heap garbage per compact record sent, native file", now["native"]["garbage"], "B",
+            f"{n:,}-character JWS, {now['native']['us']} us; the unix port's own filesystem: what the reader "
+            f"itself makes; " + was("native")),
+        Row(b, "read: heap garbage per compact record sent, RAM flash device", now["flash"]["garbage"], "B",
+            f"{now['flash']['us']} us; LittleFS over the Python block device (sim/mp/powercut.py), whose "
+            f"calls make garbage a board's C flash driver does not; " + was("flash")),
     ]

@@ -145,3 +145,50 @@ def capacity(max_bytes=1024 * 1024, checkpoints=2):
     j.close()
     vfs.umount(MOUNT)
     return {"sessions": n, "used": used, "signed_bytes": signed, "flash": flash}
+
+
+def read_cost(records=40, piece=512):
+    """A compact record's JWS read back as the uplink sends it (crec.Reader, readinto in `piece`
+    bytes): median time and heap garbage per record, read from the journal on the RAM flash
+    device, and from a copy of its segment on the unix port's own filesystem (without the Python
+    block device's garbage: a board's flash driver is C and makes none)."""
+    import gc
+
+    from journal import crec
+
+    _device(1024)
+    j = Journal(DIR, max_bytes=512 * 1024, segment_bytes=64 * 1024)
+    j.recover()
+    chars = 0
+    for n in range(records):
+        chars += len(signed_for(_session(j, n, 0)))
+    on_flash = [r for _, r in j.pending(on_flash=True)]
+    native = {}
+    for r in on_flash:
+        if r.path not in native:
+            native[r.path] = "/tmp/jbench-%d.seg" % len(native)
+            with open(r.path, "rb") as src, open(native[r.path], "wb") as dst:
+                dst.write(src.read())
+    copies = [crec.Reader(native[r.path], r._pos - 6, r._ends[2] - r._pos + 6) for r in on_flash]
+    buf = memoryview(bytearray(piece))
+
+    def read_all(readers):
+        us, garbage = [], []
+        for r in readers:
+            gc.collect()
+            gc.disable()
+            free = gc.mem_free()
+            t0 = time.ticks_us()
+            while r.readinto(buf):
+                pass
+            us.append(time.ticks_diff(time.ticks_us(), t0))
+            garbage.append(free - gc.mem_free())
+            gc.enable()
+        return {"us": _median(us), "garbage": _median(garbage)}
+
+    out = {"flash": read_all(on_flash), "native": read_all(copies), "chars": chars // records}
+    j.close()
+    vfs.umount(MOUNT)
+    for p in native.values():
+        os.remove(p)
+    return out

@@ -65,6 +65,8 @@ _CLASS = (
     b'\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 )
 _BY_FIRST = (b'-%&D\x1fE\x17C\x1dB\x1e?\x1b!>\x18=@<AF\x01\x02U', b"\x15\x0f\r'(\x0e\x10\x11 N:I\x0bL\x0c$)69JMR\x13KQ\x06\x1c\x03\x04\x07T\x05\n\x19;\x08PO", b'35/\x16.0124\x14\x008', b'7,', b'\x12', b'G\x1aHS', b'"#\t*+')
+_HEX_LOW = b"0123456789abcdef"
+_HEX_UP = b"0123456789ABCDEF"
 _CODE = b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a"
 
 
@@ -151,24 +153,19 @@ def pack(data):
 
 def decode_to(src, n, dst, p, final=False):
     """Write the text of the codes in src[:n] into the bytearray dst from index p on, as far as
-    it fits: no allocation but the hex digits'. Returns (bytes of src used, new p). A code cut
+    it fits, allocating nothing but the result. Returns (bytes of src used, new p). A code cut
     by the end of src waits for more, unless final; a code whose text does not fit waits for
     room (dst with 130 bytes free always takes the next one)."""
     i = 0
     cap = len(dst)
     while i < n:
         c = src[i]
-        if c >= 0x20:
-            j = i + 1
-            while j < n and src[j] >= 0x20:
-                j += 1
-            if j - i > cap - p:
-                j = i + cap - p
-                if j == i:
-                    break
-            dst[p:p + j - i] = src[i:j]
-            p += j - i
-            i = j
+        if c >= 0x20:  # plain text, byte by byte: the scan visits each byte anyway, a slice is an object
+            if p >= cap:
+                break
+            dst[p] = c
+            p += 1
+            i += 1
             continue
         if c == _ESC:
             if i + 1 >= n or p >= cap:
@@ -184,9 +181,12 @@ def decode_to(src, n, dst, p, final=False):
                 raise DenseError("bad hex run")
             if i + 2 + m > n or p + 2 * m > cap:
                 break
-            h = binascii.hexlify(src[i + 2:i + 2 + m])
-            dst[p:p + 2 * m] = h if c == _LOW else h.upper()
-            p += 2 * m
+            digits = _HEX_LOW if c == _LOW else _HEX_UP
+            for k in range(i + 2, i + 2 + m):  # digit by digit: hexlify would make two objects
+                b = src[k]
+                dst[p] = digits[b >> 4]
+                dst[p + 1] = digits[b & 15]
+                p += 2
             i += 2 + m
         else:
             if c == _EXT:
