@@ -10,12 +10,14 @@ from pathlib import Path
 
 import requests
 
+from backend.billing import registry
 from backend.db import open_db
 from backend.keys import load_public_key
 from backend.models import Device, Payment, PaymentCode, TariffSource
 from evc.tariff import compile_doc
 from sim.backend import BackendProcess
 from sim.charger import DEV, Charger, flat_tariff
+from sim.day import SELLER
 from sim.paystack import PayStack, wait
 
 PRICE = flat_tariff("10.00", flat=None)  # 10 EUR/kWh + 20 % VAT: a 3 EUR hold lasts a few seconds at 360 kW
@@ -49,6 +51,7 @@ class PayWorld(PayStack):
         with self.sessions.begin() as s:
             s.add(Device(id=DEV, pubkey=load_public_key(pem.encode()), added_at=0, head_seq=0, head_hash=""))
             s.add(TariffSource(dev=DEV, contract="", ocpi=json.dumps(PRICE)))
+        registry.set_seller(self.sessions, **SELLER)  # the operator's identity: receipts are issued in its name
         keys = self.charger.backend_keys  # the key this charger pins
         self.backend = BackendProcess(self.broker_url, db, env={"EVC_BACKEND_KEYS": str(keys.folder)}).start()
         self.open(self.sessions, keys, self.broker_url)

@@ -121,6 +121,18 @@ def fixed_off(parts: list[Part], amount: int) -> list[Part]:
     return [Part(p.vat_bp, -n, -min(p.tax, tax_of(n, p.vat_bp)) if p.tax >= 0 else 0) for p, n in zip(parts, nets)]
 
 
+def gross_off(parts: list[Part], gross: int) -> list[Part]:
+    """A gross amount off (what a card was not charged), split over the rates in proportion to
+    their gross, at most their gross; each share's net from the share (net_of_gross) and its VAT
+    the rest, so the parts' gross falls by exactly that amount. Negative parts."""
+    weights = [max(0, p.gross) for p in parts]
+    out = []
+    for p, g in zip(parts, split(min(gross, sum(weights)), weights)):
+        n = net_of_gross(g, p.vat_bp)
+        out.append(Part(p.vat_bp, -n, -(g - n)))
+    return out
+
+
 def by_rate(parts: list[Part]) -> dict[int | None, Part]:
     out: dict[int | None, Part] = {}
     for p in parts:

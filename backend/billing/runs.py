@@ -43,7 +43,7 @@ from backend.billing.amounts import Part
 from backend.billing.document import Party
 from backend.billing.terms import BillingError
 from backend.models import (BilledSession, CardOwner, Contract, ContractVersion, Customer, Invoice, InvoiceLine,
-                            Session)
+                            Payment, Session)
 
 log = logging.getLogger("backend.billing")
 RETRIES = 8
@@ -70,6 +70,8 @@ TEXTS = {
         "discount": "Discount {what}", "tier": " above {kwh} kWh/month", "on": "{rule} on {ref}",
         "late_fee": "Late-payment fee: {number}, due {date}, unpaid",
         "prepaid": "Paid from a prepaid balance: {amount}.",
+        "card_paid": "Paid by card through {gateway} (payment {ref}): {amount}.",
+        "over_hold": "Above the card hold on {ref}: not charged",
         "terms": "Payable within {days} days of the invoice date.",
         "refund": "Refund {ref} of {number}",
         "returned": "{amount} returned to the prepaid balance of card ...{card}.",
@@ -83,6 +85,8 @@ TEXTS = {
         "discount": "Rabatt {what}", "tier": " ab {kwh} kWh/Monat", "on": "{rule} auf {ref}",
         "late_fee": "Mahngebühr: {number}, fällig am {date}, unbezahlt",
         "prepaid": "Aus Prepaid-Guthaben bezahlt: {amount}.",
+        "card_paid": "Mit Karte über {gateway} bezahlt (Zahlung {ref}): {amount}.",
+        "over_hold": "Über der Kartenreservierung bei {ref}: nicht berechnet",
         "terms": "Zahlbar innerhalb von {days} Tagen ab Rechnungsdatum.",
         "refund": "Erstattung {ref} aus {number}",
         "returned": "{amount} dem Prepaid-Guthaben der Karte ...{card} gutgeschrieben.",
@@ -277,6 +281,33 @@ class Runner:
         result.credit_notes = refunds.Refunds(self.sessions, self.clock).apply_rules(customer)
         return result
 
+    def receipt_for(self, dev: str, seq: int) -> str | None:
+        """The number of the document that bills session (dev, seq). A session under no contract and
+        on no document yet gets its receipt now, from the receipt series, as the period's run would
+        issue it (a driver who paid by card asks right after the capture; the run then finds it
+        billed): one number per session, whoever asks first. None: nothing to pay, or the session
+        goes on its contract's invoice, which the period's run issues."""
+        for _ in range(3):  # again when a concurrent run or request billed it meanwhile
+            with self.sessions() as db:
+                billed = db.get(BilledSession, (dev, seq))
+                if billed is not None:
+                    return billed.invoice
+                s = db.get(Session, (dev, seq))
+                if s is None:
+                    raise BillingError(f"no stored session {dev} #{seq}")
+                cust, version = Who(db)(s.token, s.contract, s.start_t)
+                if version is not None or s.cost_incl == 0:
+                    return None
+                registry.seller(db)
+                period = dt.datetime.fromtimestamp(s.start_t, dt.timezone.utc).strftime("%Y-%m")
+                start, end = period_bounds(period)
+                key = Key("receipt", cust or "", "", s.currency, (start, end), (dev, seq))
+            groups = {key: [(dev, seq, 0)]}
+            issued = self._retry(lambda: self._issue([key], groups, period, start, end, set()))
+            if issued:
+                return issued[0]
+        raise BillingError(f"session {dev} #{seq}: no document after three tries")
+
     def _retry(self, work: Callable[[], list[str]]) -> list[str]:
         for attempt in range(RETRIES):
             try:
@@ -339,8 +370,9 @@ def batches(keys: list[Key], groups: dict[Key, list]) -> Iterator[list[Key]]:
 
 
 # the columns of a session that billing reads (not the raw JWS and OCMF string)
-_BILLED_COLUMNS = (Session.dev, Session.seq, Session.hash, Session.token, Session.start_t, Session.stop_t,
-                   Session.energy_wh, Session.cost_excl, Session.cost_incl, Session.payload, Session.charged)
+_BILLED_COLUMNS = (Session.dev, Session.seq, Session.hash, Session.token, Session.auth, Session.start_t,
+                   Session.stop_t, Session.energy_wh, Session.cost_excl, Session.cost_incl, Session.payload,
+                   Session.charged)
 
 
 def unbilled(db: DbSession, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], Row]:
@@ -408,6 +440,11 @@ class _Batch:
         months = {month_of(rows[(d, s)].start_t) for k in keys if k.contract in tiered
                   for d, s, _ in groups[k] if (d, s) in rows}
         self.energy = _billed_energy(db, sorted(tiered), sorted(months))
+        # the card payments of ad-hoc sessions (the record's token is the payment's id): their
+        # receipts say so, are paid, and never charge more than the card was
+        ids = sorted({r.token for r in rows.values() if r.auth == "adhoc"})
+        self.payments = {p.id: p for part in _chunks(ids)
+                         for p in db.scalars(select(Payment).where(Payment.id.in_(part), Payment.state == "captured"))}
         self.invoices: list[dict] = []
         self.lines: list[dict] = []
         self.billed: list[dict] = []
@@ -489,6 +526,14 @@ class _Builder:
             for i, p in enumerate(parts):
                 extra = "" if i == 0 else say(lang, "share", rate=percent(p.vat_bp, lang))
                 self.lines.append(_Line("session", label + extra, p, s, main=i == 0))
+            paid = self.ctx.payments.get(s.token) if s.auth == "adhoc" else None
+            if paid is not None and paid.captured < s.cost_incl:
+                # above the card hold (the charger stops before it): the driver is not charged for it
+                off = amounts.gross_off(parts, s.cost_incl - paid.captured)
+                for d in off:
+                    if d.net or d.tax:
+                        self.lines.append(_Line("discount", say(lang, "over_hold", ref=ref), d, s))
+                parts = [Part(p.vat_bp, p.net + d.net, p.tax + d.tax) for p, d in zip(parts, off)]
             if self.key.kind == "invoice":
                 ver = self.ver_of[(s.dev, s.seq)]
                 rules = [r for r in self.ctx.rules[(self.key.contract, ver)] if r["per"] == "session"]
@@ -558,7 +603,9 @@ class _Builder:
     def write(self, number: str, seq: int, series: str, period: str, start: int, end: int, late: list[Invoice]) -> None:
         """The document's rows, queued in the batch (_Batch.flush inserts them)."""
         ctx, key, cust = self.ctx, self.key, self.cust
-        buyer = terms.party_json(registry.customer_party(cust) if cust else _anonymous(self.rows[0].token))
+        cards = [ctx.payments[s.token] for s in self.rows if s.auth == "adhoc" and s.token in ctx.payments]
+        buyer = terms.party_json(registry.customer_party(cust) if cust else
+                                 Party(name="Ad-hoc payment by card") if cards else _anonymous(self.rows[0].token))
         # the service period: the cycle window, from an earlier day when a late session is on it
         first = min((s.start_t for s in self.rows), default=key.window[0])
         p_start, p_end = min(key.window[0], first - first % 86400), key.window[1]
@@ -568,6 +615,12 @@ class _Builder:
         days = self.version.payment_days if self.version is not None else None
         prepaid = sum(s.charged for s in self.rows)
         note = say(self.lang, "prepaid", amount=money_in(prepaid, key.currency, self.lang)) if prepaid else ""
+        if cards:  # a receipt of an ad-hoc session: paid when the gateway captured it
+            note = " ".join(say(self.lang, "card_paid", gateway=p.gateway, ref=p.id,
+                                amount=money_in(p.captured, key.currency, self.lang)) for p in cards)
+        paid_at = self.now if prepaid and prepaid >= self.total else None  # the prepaid balance paid it all
+        if cards and sum(p.captured for p in cards) >= self.total:
+            paid_at = max(p.updated_at for p in cards)
         ctx.invoices.append(dict(
             number=number, kind=key.kind, series=series, seq=seq, customer_id=cust.id if cust else None,
             contract_id=key.contract or None, contract_ver=self.version.version if self.version else None,
@@ -576,7 +629,7 @@ class _Builder:
             billing_period=period, refers_to=None, buyer=buyer, seller=ctx.seller, language=self.lang,
             total_net=sum(x.part.net for x in self.lines), total_tax=sum(x.part.tax for x in self.lines), note=note,
             payment_terms=say(self.lang, "terms", days=days) if key.kind == "invoice" and days is not None else "",
-            paid_at=self.now if prepaid and prepaid >= self.total else None,  # the prepaid balance paid it all
+            paid_at=paid_at,
             late_fee_by=None))
         for pos, x in enumerate(self.lines, start=1):
             s = x.session

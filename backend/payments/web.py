@@ -74,21 +74,28 @@ def create_app(service: PaymentService, title: str = "Pay to charge") -> FastAPI
 
     @app.get("/p/{pid}/receipt.pdf", name="receipt")
     def receipt(pid: str):
+        """The session's receipt: the billing document of the receipt series that bills it, issued
+        on the first request (Runner.receipt_for), the same one the operator's books and the
+        period's billing run know."""
+        from backend.billing import doc_cli
         from backend.billing.pdf import RenderError
-        from backend.models import Payment, Session
-        from backend.payments.receipt import receipt_number, receipt_pdf
+        from backend.billing.runs import Runner
+        from backend.billing.terms import BillingError
 
         p = service.payment(pid)
         if p is None or p.state != "captured" or p.seq is None:
             return JSONResponse({"error": "no receipt for this payment (yet)"}, 404)
-        with service.sessions() as db:
-            s = db.get(Session, (p.dev, p.seq))
-            try:
-                pdf = receipt_pdf(db, db.get(Payment, pid), s)
-            except RenderError as e:
-                return JSONResponse({"error": str(e)}, 503)
-        name = receipt_number(p.dev, p.seq)
-        return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}.pdf"'})
+        try:
+            number = Runner(service.sessions).receipt_for(p.dev, p.seq)
+            if number is None:
+                return JSONResponse({"error": "nothing was charged for this payment's session"}, 404)
+            _doc, pdf, _what = doc_cli.render(service.sessions, number, "pdf")
+        except BillingError as e:
+            return JSONResponse({"error": str(e)}, 503)
+        except RenderError as e:
+            return JSONResponse({"error": str(e)}, 503)
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{number}.pdf"'})
 
     @app.post("/webhook")
     async def webhook(request: Request):

@@ -293,6 +293,7 @@ def test_a_credit_note_for_an_adhoc_session_refunds_the_card_through_the_gateway
     assert rig.row(p.id).captured == 900
     registry.set_seller(rig.sessions, **SELLER)
     receipt, = Runner(rig.sessions, clock=lambda: DEC_1 + 3600).run("2026-11").issued
+    assert Runner(rig.sessions).receipt_for(DEV, 11) == receipt  # the driver's download is the run's receipt
     refunds = Refunds(rig.sessions, clock=lambda: DEC_1 + 7200)
     with pytest.raises(BillingError):
         refunds.refund(receipt, amount=901)
@@ -304,3 +305,50 @@ def test_a_credit_note_for_an_adhoc_session_refunds_the_card_through_the_gateway
     refunds.refund(receipt)  # the rest
     rig.service.finish_refunds()
     assert rig.emu.intents[p.hold_id]["amount_refunded"] == 900 and cn.startswith("CN")
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's test client still runs on httpx
+def test_the_drivers_receipt_is_the_one_document_billing_knows(rig):
+    """The receipt the driver downloads from the payment page is the session's document of the
+    receipt series, issued at the first request as the billing run would issue it: asked again it
+    is the same number, and the period's run issues nothing more for the session. It says how it
+    was paid, is paid at the capture, and states no more than the card was charged (the record's
+    total here is 0.77 above the hold: a line says it was not charged)."""
+    from starlette.testclient import TestClient
+
+    from backend.billing import registry
+    from backend.billing.issued import document_for
+    from backend.billing.runs import Runner
+    from backend.models import Invoice
+    from backend.payments.web import create_app
+    from host_tests.billing.conftest import SELLER
+
+    registry.set_seller(rig.sessions, **SELLER)
+    p = rig.pay()
+    rig.record(p, 11, HOLD + 77)
+    with rig.sessions.begin() as db:  # a session of November 2026
+        s = db.get(Session, (DEV, 11))
+        s.start_t, s.stop_t = NOV_10, NOV_10 + 60
+    rig.service.sweep()
+    p = rig.row(p.id)
+    assert (p.state, p.captured) == ("captured", HOLD)
+    client = TestClient(create_app(rig.service))
+    r = client.get(f"/p/{p.id}/receipt.pdf")
+    if r.status_code == 503 and "WeasyPrint" in r.text:
+        pytest.skip(f"receipt PDF not rendered here: {r.text[:200]}")
+    assert r.status_code == 200 and r.content.startswith(b"%PDF"), r.text[:300]
+    number = r.headers["content-disposition"].split('filename="')[1].rstrip('"').removesuffix(".pdf")
+    assert number.startswith("RC-")
+    runner = Runner(rig.sessions, clock=lambda: DEC_1 + 3600)
+    assert runner.receipt_for(DEV, 11) == number
+    assert client.get(f"/p/{p.id}/receipt.pdf").headers["content-disposition"].endswith(f'"{number}.pdf"')
+    assert runner.run("2026-11").issued == []  # billed already: no second document for the sale
+    with rig.sessions() as db:
+        doc = document_for(db, number)
+        row = db.get(Invoice, number)
+        assert db.query(Invoice).count() == 1
+    assert doc.kind == "receipt" and doc.total_gross == HOLD and doc.buyer.name == "Ad-hoc payment by card"
+    over = [x for x in doc.lines if x.kind == "discount"]
+    assert len(over) == 1 and over[0].gross == -77 and "not charged" in over[0].description
+    assert f"Paid by card through stripe (payment {p.id}): 20.00 EUR." == row.note
+    assert row.paid_at == p.updated_at
