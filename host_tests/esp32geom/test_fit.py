@@ -1,5 +1,6 @@
 """The firmware frozen into the 32-bit interpreter with the ESP32's heap geometry: what is frozen,
-what the modules keep in RAM, and the scripted short day at ESP32 heap budgets."""
+what the modules keep in RAM, and the geometry itself (the scripted short day on it at a stock
+budget is host_tests/sim/test_sim.py)."""
 from __future__ import annotations
 
 import os
@@ -66,38 +67,10 @@ def test_budget_refuses_growth_like_a_stock_esp32(esp32geom):
     assert "MemoryError" in proc.stdout + proc.stderr
 
 
-def short_day(tmp_path: Path, binary: Path, budget: int, monkeypatch, display: bool = False) -> tuple[bool, list[str], list]:
-    from sim import day as simday
-    from sim.world import World
-
-    monkeypatch.setenv("ESP32GEOM_IDF_HEAP", str(budget))
-    world = World(tmp_path, echo=False, micropython=str(binary), heap=geom.STOCK_HEAP, display=display)
-    chargers = []
-    try:
-        simday._play_short(world)
-        ok, lines = simday.report(world, quiet=True)
-    except Exception as exc:  # noqa: BLE001 - out of memory shows as a stuck or crashed charger
-        ok, lines = False, [repr(exc)[:2000]]
-    finally:
-        chargers = list(world.chargers.values())
-        world.stop()
-    peaks = [geom.peak(c.dev.output()) for c in chargers if c.dev is not None]
-    return ok, lines, peaks
-
-
-# A stock ESP32-WROOM-32 without PSRAM grows its 56k first area once from the IDF heap, which must
-# keep ~40 KB for WiFi + one TLS connection: the acceptance geometry of issue 16 is a 40,960 B
-# budget (bench/esp32geom.py bisects the least budget the short day needs: docs/benchmarks.md).
-BUDGET = geom.STOCK_IDF_BUDGET
-# With the display (issue 21: its modules, panel and 1 KiB frame buffer) and the payment QR code
-# on the idle screen: the heaviest configuration (a charger without a display needs less), so the
-# one run here; bench/esp32geom.py bisects its least budget (37,888 B when last measured).
-
-
-def test_short_day_with_a_display_and_ad_hoc_payment_at_a_stock_esp32_budget(esp32geom, tmp_path, monkeypatch):
-    ok, lines, peaks = short_day(tmp_path, esp32geom, BUDGET, monkeypatch, display=True)
-    assert ok, "\n".join(lines)
-    assert peaks and all(p is not None and p[0] <= BUDGET for p in peaks), peaks
+# The scripted short day at a stock ESP32's budget (issue 16: 40,960 B of IDF heap for WiFi + TLS
+# left after the 56k first area grows once; with the display, the heaviest configuration) is played
+# by host_tests/sim/test_sim.py on this interpreter: one day for both. bench/esp32geom.py bisects the
+# least budget the day needs (docs/benchmarks.md).
 
 
 @pytest.mark.parametrize("manifest", ["boards/esp32/manifest.py", "boards/host/manifest.py"])
