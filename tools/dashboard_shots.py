@@ -92,9 +92,16 @@ def log_in(driver, base: str, user: str, password: str) -> None:
 
 
 def wait(pred, what: str, timeout: float = 30):
+    """pred() once it is true; an element read while a form's submit replaced the page (stale) counts
+    as not yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = pred()
+        try:
+            got = pred()
+        except (StaleElementReferenceException, NoSuchElementException):
+            got = None
         if got:
             return got
         time.sleep(0.1)
