@@ -153,6 +153,7 @@ j.recover()
 grew = 0
 while True:
     used = j.bytes_used()
+    # 4096: the reserve the charger's Journal keeps for an open session's record (its default)
     if not j.can_start_session() or used + (1 + {room_for}) * grew + 4096 > {max_bytes}:
         break
     seq = j.next_seq()

@@ -9,7 +9,6 @@
 #   2  u16  payload length
 #   4  u16  length of the dense header
 #   6  dense header, dense payload, then the 64-byte signature (r || s)
-import binascii
 import struct
 
 from micropython import const
@@ -173,7 +172,7 @@ class Reader:
         k = t if done else t // 3 * 3
         if done and self._got != self._want[self._sec]:
             raise dense.DenseError("compact record does not match its lengths")
-        self._ol = _encode_into(self._txt, k, self._out)
+        self._ol = b64url.encode_into(memoryview(self._txt)[:k], self._out)
         self._o = 0
         txt = self._txt
         for i in range(k, t):  # at most 2 bytes
@@ -186,17 +185,3 @@ class Reader:
                 self._out[self._ol] = _DOT
                 self._ol += 1
 
-
-def _encode_into(src, n, out):
-    # base64url of src[:n] into out from 0 (no padding); its length. One block: b2a_base64's.
-    if not n:
-        return 0
-    e = binascii.b2a_base64(memoryview(src)[:n])
-    k = b64_len(n)
-    out[:k] = memoryview(e)[:k]
-    for std, url in ((b"+", 45), (b"/", 95)):  # find() runs in C: no loop over every character
-        i = e.find(std)
-        while 0 <= i < k:
-            out[i] = url
-            i = e.find(std, i + 1)
-    return k

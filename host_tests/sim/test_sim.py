@@ -60,14 +60,27 @@ def test_short_day_end_to_end_and_the_report_catches_loss_and_tampering(tmp_path
 
 def check_out_dir(out: Path, printed: str) -> None:
     """What --out leaves for a technician: the wire's records, each device's key, the backend's
-    database, the billing run's PDFs, and the report."""
+    database, the billing run's PDFs, the report, and the display's frames."""
     assert (out / "records.jsonl").read_text().count('"topic"') >= 3
     assert (out / "charger-1.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert (out / "backend.db").stat().st_size > 0
     assert sorted(p.name[:3] for p in (out / "invoices").glob("*.pdf")) == ["CN-", "INV", "RC-"]
-    assert len(list((out / "display").glob("charger-1-*.png"))) >= 4  # every frame the screen drew
     assert "billing run 20" in printed and "credit_note" in printed
     assert "ad-hoc payments (Stripe gateway EMULATOR):" in printed and " captured, hold 0.50" in printed
+    # every frame the charger's display drew, as PNG named by charger and time; the last idle
+    # screen's QR code is the payment link with the charger's next code
+    import re
+
+    import zxingcpp
+    from PIL import Image
+
+    pngs = sorted((out / "display").glob("*.png"))
+    assert len(pngs) >= 10 and all(re.fullmatch(r"charger-1-\d{13}-\d{5}\.png", p.name) for p in pngs), pngs[:5]
+    links = [b.text for png in pngs for b in zxingcpp.read_barcodes(Image.open(png), formats=zxingcpp.BarcodeFormat.QRCode)]
+    assert "https://receipts.example/r/charger-1/4" in links, links  # the ad-hoc session's receipt code
+    pay = {t for t in links if "/pay/" in t}
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/pay/charger-1/[A-Z2-7]{8}", t) for t in pay), pay
+    assert len(pay) >= 2, links  # the idle screen's code is new after a session (at least: the one paid, the next)
 
 
 def check_adhoc(world, report: list[str]) -> None:
